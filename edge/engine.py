@@ -1,0 +1,332 @@
+"""openWakeWord's streaming feature pipeline on onnxruntime, lean.
+
+The same models and the same arithmetic as openwakeword 0.6.0's ``Model.predict``,
+but on preallocated numpy buffers: no per-frame Python lists, no 10-second deque
+copied every frame, and no scikit-learn or scipy in the process.
+
+Each 80 ms frame (1280 samples at 16 kHz):
+
+1. the melspectrogram model runs over the frame plus 480 samples of context,
+   giving 8 mel rows (5 on the very first frame, as upstream);
+2. the embedding model runs over the last 76 mel rows, giving one 96-d embedding;
+3. every wake-word classifier runs over its own last N embeddings.
+
+Quiet rooms: with ``idle_gate_dbfs`` set, frames far below speech level skip
+steps 1-3. The raw audio of the last couple of seconds is kept, so when the level
+rises the skipped frames that the classifiers can still see are computed in one
+batch and the scores from then on are exactly those of the full pipeline. A frame
+is only skipped when its whole receptive field (about 2 s) was quiet.
+
+>>> engine = StreamingEngine(FeatureModels.load(mel, emb), [Classifier.load("hey_jarvis", p)])
+>>> scores = engine.process(frame)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge.errors import AudioFormatError, ModelError
+
+SAMPLE_RATE = 16000
+FRAME_SAMPLES = 1280
+"""80 ms at 16 kHz: the unit everything downstream works in."""
+MEL_CONTEXT = 480
+"""Samples before the frame that the melspectrogram model needs (3 hops of 160)."""
+MEL_BINS = 32
+EMB_WINDOW = 76
+"""Mel rows per embedding window."""
+EMB_STEP = 8
+"""Mel rows per frame once the stream has started."""
+EMB_DIM = 96
+WARMUP_FRAMES = 5
+"""Scores are zero for the first frames of a stream, as upstream, while features settle."""
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        raise ModelError(
+            f"cannot load model {path}: {str(exc).splitlines()[0]}. "
+            "If it is a manifest model, run `edge models fetch` to reinstall it."
+        ) from exc
+
+
+def _check_shape(name: str, got: list[Any], expected: list[Any]) -> None:
+    ok = len(got) == len(expected) and all(
+        e is None or g == e for g, e in zip(got, expected, strict=True)
+    )
+    if not ok:
+        shown = ["N" if e is None else e for e in expected]
+        raise ModelError(f"model {name} has input or output shape {got}; expected {shown}")
+
+
+@dataclass
+class FeatureModels:
+    """The two shared front-end models: melspectrogram and embedding."""
+
+    mel: Any
+    emb: Any
+    mel_input: str
+    emb_input: str
+
+    @classmethod
+    def load(cls, mel_path: Path, emb_path: Path, threads: int = 1) -> FeatureModels:
+        mel = _session(mel_path, threads)
+        emb = _session(emb_path, threads)
+        mi = mel.get_inputs()
+        if len(mi) != 1 or len(mi[0].shape) != 2:
+            raise ModelError(
+                f"model {mel_path.name} has inputs {[i.shape for i in mi]}; "
+                "expected one input of shape [batch, samples]"
+            )
+        ei = emb.get_inputs()
+        _check_shape(emb_path.name, [d if isinstance(d, int) else None for d in ei[0].shape],
+                     [None, EMB_WINDOW, MEL_BINS, 1])
+        return cls(mel, emb, mi[0].name, ei[0].name)
+
+    def melspectrogram(self, samples: np.ndarray) -> np.ndarray:
+        """Mel rows (n, 32) of float32 samples (on the int16 scale), transformed as upstream."""
+        out = self.mel.run(None, {self.mel_input: samples.reshape(1, -1)})[0]
+        spec = out.reshape(-1, MEL_BINS)
+        spec /= 10.0
+        spec += 2.0
+        return spec
+
+    def embeddings(self, windows: np.ndarray) -> np.ndarray:
+        """Embeddings (n, 96) of mel windows shaped (n, 76, 32)."""
+        x = windows.reshape(-1, EMB_WINDOW, MEL_BINS, 1)
+        return self.emb.run(None, {self.emb_input: x})[0].reshape(-1, EMB_DIM)
+
+
+@dataclass
+class Classifier:
+    """One wake-word model: a classifier over its last ``n_embeddings`` embeddings."""
+
+    name: str
+    session: Any
+    input_name: str
+    n_embeddings: int
+
+    @classmethod
+    def load(cls, name: str, path: Path, threads: int = 1) -> Classifier:
+        s = _session(path, threads)
+        inputs, outputs = s.get_inputs(), s.get_outputs()
+        shape = list(inputs[0].shape) if len(inputs) == 1 else []
+        if len(shape) != 3 or not isinstance(shape[1], int) or shape[2] != EMB_DIM:
+            raise ModelError(
+                f"wake-word model {name} ({path}) has input shape {shape}; "
+                f"expected [1, N, {EMB_DIM}] (an openWakeWord-format classifier)"
+            )
+        oshape = list(outputs[0].shape)
+        if len(outputs) != 1 or oshape[-1] != 1:
+            raise ModelError(
+                f"wake-word model {name} ({path}) has output shape {oshape}; expected [1, 1]"
+            )
+        return cls(name, s, inputs[0].name, int(shape[1]))
+
+    def score(self, features: np.ndarray) -> float:
+        return float(self.session.run(None, {self.input_name: features[None]})[0].reshape(-1)[0])
+
+
+class WakeEngine(Protocol):
+    """Anything that turns 80 ms int16 frames into one score per wake word."""
+
+    @property
+    def model_names(self) -> tuple[str, ...]: ...
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        """Scores, one per model in ``model_names`` order, for one 1280-sample int16 frame."""
+        ...
+
+    def reset(self) -> None:
+        """Start a new stream."""
+        ...
+
+
+def check_frame(frame: np.ndarray) -> None:
+    if frame.dtype != np.int16 or frame.shape != (FRAME_SAMPLES,):
+        raise AudioFormatError(
+            f"audio frame is {frame.dtype} with shape {frame.shape}; the engine needs "
+            f"16 kHz mono 16-bit PCM in frames of {FRAME_SAMPLES} samples (80 ms)"
+        )
+
+
+def frame_dbfs(frame: np.ndarray) -> float:
+    """RMS level of an int16 frame in dBFS (-inf for digital silence)."""
+    f = frame.astype(np.float32)
+    ms = float(np.dot(f, f)) / max(len(f), 1)
+    if ms <= 0.0:
+        return -math.inf
+    return 10.0 * math.log10(ms / (32768.0 * 32768.0))
+
+
+class StreamingEngine:
+    """The lean streaming engine. One instance per audio stream; not thread-safe."""
+
+    def __init__(
+        self,
+        features: FeatureModels,
+        classifiers: list[Classifier],
+        idle_gate_dbfs: float | None = None,
+        warmup_seed: int = 0,
+    ) -> None:
+        if not classifiers:
+            raise ModelError("no wake-word model configured; name at least one, e.g. hey_jarvis")
+        self.features = features
+        self.classifiers = classifiers
+        self.idle_gate_dbfs = idle_gate_dbfs
+        self.warmup_seed = warmup_seed
+        self._n_feat = max(c.n_embeddings for c in classifiers)
+        # Frames a catch-up must recompute so the oldest embedding any classifier sees is exact.
+        self._catchup = (self._n_feat - 1) + math.ceil(EMB_WINDOW / EMB_STEP)
+        raw_frames = self._catchup + 1 if idle_gate_dbfs is not None else 1
+        self._raw = np.zeros(raw_frames * FRAME_SAMPLES + MEL_CONTEXT, dtype=np.float32)
+        self._mel = np.ones((EMB_WINDOW, MEL_BINS), dtype=np.float32)
+        self._feat = np.zeros((self._n_feat, EMB_DIM), dtype=np.float32)
+        self._warm_feat = self._warmup_features()
+        self.frames_skipped = 0
+        self.reset()
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classifiers)
+
+    def _warmup_features(self) -> np.ndarray:
+        # Upstream seeds its feature buffer with embeddings of 4 s of random noise drawn
+        # from numpy's global RNG; we draw the same kind of noise from a seeded RandomState,
+        # so a stream is reproducible (and matches upstream seeded with np.random.seed).
+        noise = np.random.RandomState(self.warmup_seed).randint(-1000, 1000, SAMPLE_RATE * 4)
+        spec = self.features.melspectrogram(noise.astype(np.int16).astype(np.float32))
+        starts = range(0, spec.shape[0] - EMB_WINDOW + 1, EMB_STEP)
+        windows = np.stack([spec[i:i + EMB_WINDOW] for i in starts])
+        emb = self.features.embeddings(windows)
+        out = np.zeros((self._n_feat, EMB_DIM), dtype=np.float32)
+        n = min(self._n_feat, emb.shape[0])
+        out[-n:] = emb[-n:]
+        return out
+
+    def reset(self) -> None:
+        self._raw[:] = 0.0
+        self._mel[:] = 1.0
+        self._feat[:] = self._warm_feat
+        self._frames = 0
+        self._pending = 0
+        self._hangover = 0
+
+    def zero(self) -> None:
+        """Forget all audio held in the engine's buffers (on mute and on shutdown)."""
+        self.reset()
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        check_frame(frame)
+        raw = self._raw
+        raw[:-FRAME_SAMPLES] = raw[FRAME_SAMPLES:]
+        raw[-FRAME_SAMPLES:] = frame
+        index = self._frames
+        self._frames += 1
+        if self.idle_gate_dbfs is not None and not self._active(frame):
+            self._pending += 1
+            self.frames_skipped += 1
+            return np.zeros(len(self.classifiers), dtype=np.float32)
+        if self._pending:
+            self._catch_up(index)
+        self._mel_step(index, 0)
+        self._push_features(self.features.embeddings(self._mel[-EMB_WINDOW:]))
+        if index < WARMUP_FRAMES:
+            return np.zeros(len(self.classifiers), dtype=np.float32)
+        return np.array([c.score(self._feat[-c.n_embeddings:]) for c in self.classifiers],
+                        dtype=np.float32)
+
+    def _active(self, frame: np.ndarray) -> bool:
+        assert self.idle_gate_dbfs is not None
+        if frame_dbfs(frame) >= self.idle_gate_dbfs:
+            self._hangover = self._catchup
+            return True
+        if self._hangover > 0:
+            self._hangover -= 1
+            return True
+        return False
+
+    def _mel_step(self, index: int, frames_back: int) -> None:
+        """Append the mel rows of frame ``index - frames_back``, read from the raw ring."""
+        end = len(self._raw) - frames_back * FRAME_SAMPLES
+        avail = min((index - frames_back + 1) * FRAME_SAMPLES, FRAME_SAMPLES + MEL_CONTEXT)
+        rows = self.features.melspectrogram(self._raw[end - avail:end])
+        n = rows.shape[0]
+        self._mel[:-n] = self._mel[n:]
+        self._mel[-n:] = rows
+
+    def _push_features(self, emb: np.ndarray) -> None:
+        n = emb.shape[0]
+        if n >= self._n_feat:
+            self._feat[:] = emb[-self._n_feat:]
+        else:
+            self._feat[:-n] = self._feat[n:]
+            self._feat[-n:] = emb
+
+    def _catch_up(self, index: int) -> None:
+        """Recompute the skipped frames that the classifiers can still see, in one batch."""
+        todo = min(self._pending, self._catchup)
+        need_emb = min(self._pending, self._n_feat - 1)
+        windows = []
+        for back in range(todo, 0, -1):
+            self._mel_step(index, back)
+            if back <= need_emb:
+                windows.append(self._mel[-EMB_WINDOW:].copy())
+        if windows:
+            self._push_features(self.features.embeddings(np.stack(windows)))
+        self._pending = 0
+
+
+class UpstreamEngine:
+    """Detection through the openwakeword package itself (``engine = "openwakeword"``).
+
+    Installed as the optional extra ``edge-recorder[openwakeword]``. Heavier: it
+    pulls in scikit-learn and scipy.
+    """
+
+    def __init__(self, mel_path: Path, emb_path: Path, classifiers: list[tuple[str, Path]],
+                 threads: int = 1) -> None:
+        try:
+            from openwakeword.model import Model
+        except ImportError as exc:
+            raise ModelError(
+                "engine = \"openwakeword\" needs the openwakeword package; install it with "
+                "`pip install 'edge-recorder[openwakeword]'` or set engine = \"edge\""
+            ) from exc
+        self._names = tuple(n for n, _ in classifiers)
+        self._args = dict(
+            wakeword_models=[str(p) for _, p in classifiers], inference_framework="onnx",
+            melspec_model_path=str(mel_path), embedding_model_path=str(emb_path), ncpu=threads,
+        )
+        self._model_cls = Model
+        self.reset()
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return self._names
+
+    def reset(self) -> None:
+        self._model = self._model_cls(**self._args)
+        self._keys = list(self._model.models.keys())
+
+    def zero(self) -> None:
+        self.reset()
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        check_frame(frame)
+        pred = self._model.predict(frame)
+        return np.array([pred[k] for k in self._keys], dtype=np.float32)
