@@ -1,0 +1,82 @@
+"""WAV or FLAC files through soundfile, streamed block by block, never loaded whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.audio import FrameAssembler
+from edge.errors import AudioFormatError
+
+BLOCK = 16384
+
+
+class FileSource:
+    """Frames from an audio file, converted to 16 kHz mono."""
+
+    def __init__(self, path: Path | str, channel: int = -1) -> None:
+        self.path = Path(path)
+        self.name = str(self.path)
+        self.channel = channel
+        self._f: Any = None
+        self._asm: FrameAssembler | None = None
+        self._queue: list[np.ndarray] = []
+        self._eof = False
+        self.open_info()
+
+    def open_info(self) -> None:
+        import soundfile as sf
+
+        if not self.path.exists():
+            raise AudioFormatError(f"audio file {self.path} does not exist")
+        try:
+            self._f = sf.SoundFile(str(self.path))
+        except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError
+            raise AudioFormatError(
+                f"{self.path} is not a readable audio file ({_short(exc)}); "
+                "give a WAV or FLAC file"
+            ) from None
+        if self._f.frames == 0:
+            self._f.close()
+            raise AudioFormatError(f"{self.path} holds no audio samples")
+        self._asm = FrameAssembler(self._f.samplerate, self._f.channels, self.channel)
+
+    @property
+    def duration_s(self) -> float:
+        return float(self._f.frames) / float(self._f.samplerate) if self._f is not None else 0.0
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def read(self) -> np.ndarray | None:
+        while not self._queue:
+            if self._eof:
+                return None
+            self._fill()
+        return self._queue.pop(0)
+
+    def _fill(self) -> None:
+        assert self._asm is not None
+        try:
+            block = self._f.read(BLOCK, dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise AudioFormatError(f"{self.path} is truncated or corrupt ({_short(exc)})") \
+                from None
+        last = len(block) < BLOCK
+        self._queue.extend(self._asm.push(block, last=last))
+        if last:
+            self._eof = True
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,1 @@
+"""One module per ``edge`` subcommand, each with ``add_parser(subparsers)``."""

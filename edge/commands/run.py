@@ -1,0 +1,85 @@
+"""``edge run``: the live daemon."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEMO_NOTICE = """
+==============================================================================
+  DEMO MODE: no capture device was found on this machine.
+  A synthesized stream ("hey jarvis", then a request) is fed through the full
+  pipeline instead of a microphone. Nothing here is live audio.
+  A service configuration never falls back to this demo.
+==============================================================================
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run the live recorder")
+    p.add_argument("--config", type=Path, help="config file (TOML)")
+    p.add_argument("--input", metavar="DEVICE|FILE",
+                   help="capture device (name substring or index) or an audio file")
+    p.add_argument("--demo-if-no-device", action="store_true",
+                   help="with no capture device, run a synthesized demo (used by `make run`)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from edge.cli import setup_logging
+    from edge.config import load_config, replace
+
+    cfg = load_config(args.config)
+    if args.input is not None:
+        cfg = replace(cfg, audio=replace(cfg.audio, input=args.input))
+    logging.getLogger().setLevel(cfg.log_level.upper())
+    setup_logging(cfg.log_level)
+    demo = args.demo_if_no_device or cfg.audio.demo_when_no_device
+    source = open_source(cfg, demo)
+
+    from edge.daemon import Daemon
+
+    daemon = Daemon(cfg, source)
+    log.info("listening for %s (state in %s)", ", ".join(daemon.detector.names),
+             cfg.state_path)
+    daemon.run()
+    rec = daemon.recorder.stats
+    log.info("stopped: %d detections, %d clips kept, %d discarded", rec.detections, rec.clips,
+             rec.discarded)
+    return 0
+
+
+def open_source(cfg, demo: bool):  # type: ignore[no-untyped-def]
+    from edge.audio.file import FileSource
+
+    spec = cfg.audio.input
+    if spec and (Path(spec).suffix.lower() in (".wav", ".flac") or Path(spec).is_file()):
+        return FileSource(spec, cfg.audio.channel)
+    from edge.audio import capture
+
+    if not spec and not capture.has_capture_device():
+        if demo:
+            return demo_source()
+        from edge.errors import AudioDeviceError
+
+        raise AudioDeviceError(
+            "no capture device found; connect a microphone (see `edge devices`) or set "
+            "audio.input to a device name, an index or an audio file"
+        )
+    return capture.PyAudioSource(spec, cfg.audio.channel, cfg.audio.rate)
+
+
+def demo_source():  # type: ignore[no-untyped-def]
+    from edge import synth
+    from edge.audio import ArraySource
+
+    print(DEMO_NOTICE, file=sys.stderr, flush=True)
+    stream = synth.concat([
+        synth.silence(2.0), synth.speak("hey jarvis"), synth.silence(0.3),
+        synth.speak("what is the weather like today"), synth.silence(2.5),
+    ])
+    return ArraySource(stream, name="demo (synthesized)")

@@ -1,0 +1,231 @@
+"""Configuration: one TOML file, validated into frozen dataclasses, one per subsystem.
+
+Every field has a one-line docstring with its unit; allowed ranges and choices sit
+in the field's metadata, so a bad value is refused with the key, the value given
+and what is allowed.
+
+>>> cfg = load_config(None)          # the defaults run out of the box
+>>> cfg.record.silence_s
+0.8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ConfigError
+
+MANIFEST_WAKE_WORDS = ("alexa", "hey_jarvis", "hey_mycroft", "hey_rhasspy")
+
+
+def opt(default: Any, *, lo: float | None = None, hi: float | None = None,
+        choices: tuple[Any, ...] | None = None, doc: str = "") -> Any:
+    """A config field with an allowed range or set of choices."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Where audio comes from."""
+
+    input: str = opt("", doc="capture device: a name substring or an index; '' is the default "
+                             "device; a .wav/.flac path reads a file")
+    channel: int = opt(-1, lo=-1, hi=31, doc="channel to keep (0-based); -1 averages them all")
+    rate: int = opt(0, lo=0, hi=192000, doc="capture rate in Hz; 0 uses the device's default")
+    pre_roll_s: float = opt(1.5, lo=0.08, hi=10.0,
+                            doc="seconds of audio kept in memory before a detection (default "
+                                "1.5 s keeps the wake word itself; hard cap 10 s)")
+    reopen_max_backoff_s: float = opt(30.0, lo=0.1, hi=600.0,
+                                      doc="longest wait between attempts to reopen a lost device")
+    demo_when_no_device: bool = opt(False, doc="run the synthesized demo when no capture device "
+                                               "exists (make run sets this; a service never does)")
+
+
+@dataclass(frozen=True)
+class WakeConfig:
+    """Wake-word detection."""
+
+    engine: str = opt("edge", choices=("edge", "openwakeword"),
+                      doc="'edge' (lean, built in) or 'openwakeword' (the upstream package)")
+    models: list[str] = opt(["hey_jarvis"], doc="manifest names (alexa, hey_jarvis, hey_mycroft, "
+                                                "hey_rhasspy) or paths of .onnx classifiers")
+    threshold: float = opt(0.5, lo=0.0, hi=1.0, doc="score at or above which a frame counts")
+    thresholds: dict[str, float] = opt({}, lo=0.0, hi=1.0, doc="per-model threshold overrides")
+    patience: int = opt(1, lo=1, hi=50, doc="consecutive frames over threshold before a trigger")
+    refractory_s: float = opt(2.0, lo=0.0, hi=60.0, doc="seconds before the same model may "
+                                                        "trigger again")
+    threads: int = opt(1, lo=1, hi=16, doc="onnxruntime threads per model session")
+    idle_gate: bool = opt(True, doc="skip model work while the room stays far below speech "
+                                    "level (exact: catches up when the level rises)")
+    idle_gate_dbfs: float = opt(-45.0, lo=-120.0, hi=0.0, doc="RMS level (dBFS) below which a "
+                                                             "frame counts as quiet")
+    models_dir: str = opt("", doc="where models are installed; '' uses the default")
+
+    def threshold_for(self, model: str) -> float:
+        return self.thresholds.get(model, self.threshold)
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """How a clip ends after a detection."""
+
+    silence_s: float = opt(0.8, lo=0.08, hi=10.0, doc="trailing silence that ends a clip, in s")
+    no_speech_timeout_s: float = opt(3.0, lo=0.24, hi=30.0,
+                                     doc="seconds without speech after a detection before the "
+                                         "clip ends as no_speech")
+    max_record_s: float = opt(10.0, lo=0.5, hi=60.0, doc="hard cap on recording after a "
+                                                         "detection, in s")
+    min_speech_s: float = opt(0.24, lo=0.0, hi=5.0, doc="speech after the detection that counts "
+                                                        "as the user speaking, in s")
+    vad_threshold: float = opt(0.5, lo=0.0, hi=1.0, doc="VAD probability that counts as speech")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where finished clips go."""
+
+    keep_local: bool = opt(True, doc="write clips as WAV + JSON sidecar in clips_dir")
+    clips_dir: str = opt("clips", doc="clip directory; relative paths are under state_dir")
+
+
+@dataclass(frozen=True)
+class Config:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    wake: WakeConfig = field(default_factory=WakeConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    state_dir: str = opt("", doc="where clips, logs and the outbox live; '' uses "
+                                 "$STATE_DIRECTORY, else ~/.local/state/edge-recorder")
+    log_level: str = opt("info", choices=("debug", "info", "warning", "error"),
+                         doc="logging level")
+
+    @property
+    def state_path(self) -> Path:
+        if self.state_dir:
+            return Path(self.state_dir).expanduser()
+        env = os.environ.get("STATE_DIRECTORY")
+        if env:
+            return Path(env.split(":")[0])
+        return Path.home() / ".local" / "state" / "edge-recorder"
+
+    def under_state(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else self.state_path / path
+
+
+def load_config(path: Path | str | None) -> Config:
+    """The defaults, overlaid with the TOML file at ``path`` (if any), validated."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc}") from None
+    return build(Config, data, "")
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    return dataclasses.replace(cfg, **changes)
+
+
+def build(cls: type, data: Any, prefix: str) -> Any:
+    """Validate a TOML table into dataclass ``cls``; errors name the full key."""
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key {where} must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]}; allowed keys in {where} are: "
+            f"{', '.join(sorted(fields))}"
+        )
+    values = {}
+    for name, value in data.items():
+        f = fields[name]
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = build(hint, value, f"{prefix}{name}.")  # type: ignore[arg-type]
+        else:
+            values[name] = _check(f"{prefix}{name}", value, hint, f.metadata)
+    return cls(**values)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}s"
+    if origin is dict:
+        return f"a table of {_type_name(typing.get_args(hint)[1])}s"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return {bool: "true/false", int: "a whole number", float: "a number", str: "a string",
+            type(None): "nothing"}.get(hint, str(hint))
+
+
+def _allowed(hint: Any, meta: Any) -> str:
+    text = _type_name(hint)
+    if meta.get("choices"):
+        text = "one of " + ", ".join(repr(c) for c in meta["choices"])
+    elif meta.get("lo") is not None and meta.get("hi") is not None:
+        text += f" from {meta['lo']} to {meta['hi']}"
+    return text
+
+
+def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
+    def bad() -> ConfigError:
+        return ConfigError(f"config key {key} = {value!r} is not allowed; expected "
+                           f"{_allowed(hint, meta)}")
+
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise bad()
+        return [_check(f"{key}[{i}]", v, item, meta) for i, v in enumerate(value)]
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise bad()
+        return {str(k): _check(f"{key}.{k}", v, item, meta) for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad()
+        value = float(value)
+        if not math.isfinite(value):
+            raise bad()
+    elif hint is str:
+        if not isinstance(value, str):
+            raise bad()
+    if meta.get("choices") and value not in meta["choices"]:
+        raise bad()
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if isinstance(value, int | float) and (
+        (lo is not None and value < lo) or (hi is not None and value > hi)
+    ):
+        raise bad()
+    return value

@@ -1,0 +1,161 @@
+"""Recorder events, and a bus that delivers them without ever blocking the audio loop.
+
+Each subscriber gets its own bounded queue and worker thread. ``publish`` only
+appends to queues: a slow subscriber loses its oldest events (counted and logged),
+a failing one is logged; neither can make the audio loop drop a frame or stop.
+
+>>> bus = EventBus()
+>>> bus.subscribe("printer", print)
+>>> bus.publish(StateChanged("listening", "recording", 1.2))
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from edge.policy import Detection
+
+log = logging.getLogger(__name__)
+
+
+class State(str, Enum):
+    LISTENING = "listening"
+    RECORDING = "recording"
+    MUTED = "muted"
+    ERROR = "error"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    old: str
+    new: str
+    t: float
+    """Stream time, seconds."""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DetectionEvent:
+    detection: Detection
+    activation_id: str
+    wall_time: float
+    ignored: bool = False
+    """True when it came during a recording (and so started nothing)."""
+
+
+@dataclass(frozen=True)
+class RecordingStarted:
+    activation_id: str
+    clip_id: str
+    model: str
+    t: float
+    wall_time: float
+
+
+@dataclass(frozen=True)
+class RecordingStopped:
+    activation_id: str
+    clip_id: str
+    reason: str
+    """silence, no_speech, max_length, aborted_by_mute, cancelled_by_user or shutdown."""
+    t: float
+    wall_time: float
+
+
+@dataclass(frozen=True)
+class ActivationEnded:
+    """Every activation ends with exactly one of these, whether or not a clip was kept."""
+
+    activation_id: str
+    detection: Detection
+    wall_time: float
+    """Wall-clock time of the detection (UTC epoch seconds)."""
+    clip_id: str | None
+    """The clip handed to the sinks, or None when the audio was discarded."""
+    reason: str
+    duration_s: float
+    vad_speech_ratio: float
+    likely_false: bool
+    audio: Any = None
+    """The discarded audio, only for the opt-in false-activation keeper; never logged."""
+
+
+@dataclass(frozen=True)
+class ClipReady:
+    clip: Any
+
+
+Event = StateChanged | DetectionEvent | RecordingStarted | RecordingStopped | ActivationEnded | \
+    ClipReady
+
+
+class _Subscriber:
+    def __init__(self, name: str, fn: Callable[[Any], None], maxsize: int) -> None:
+        self.name = name
+        self.fn = fn
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+        self.dropped = 0
+        self.failures = 0
+        self.thread = threading.Thread(target=self._run, name=f"events-{name}", daemon=True)
+        self.thread.start()
+
+    def offer(self, event: Any) -> None:
+        while True:
+            try:
+                self.q.put_nowait(event)
+                return
+            except queue.Full:
+                try:
+                    self.q.get_nowait()
+                    self.dropped += 1
+                    if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                        log.warning("subscriber %s is too slow: %d events dropped",
+                                    self.name, self.dropped)
+                except queue.Empty:
+                    pass
+
+    def _run(self) -> None:
+        while True:
+            event = self.q.get()
+            if event is _STOP:
+                return
+            try:
+                self.fn(event)
+            except Exception:
+                self.failures += 1
+                log.exception("subscriber %s failed on %s", self.name, type(event).__name__)
+
+
+_STOP = object()
+
+
+class EventBus:
+    """Fan-out of recorder events to subscribers, each on its own thread."""
+
+    def __init__(self) -> None:
+        self._subs: list[_Subscriber] = []
+
+    def subscribe(self, name: str, fn: Callable[[Any], None], maxsize: int = 1000) -> None:
+        self._subs.append(_Subscriber(name, fn, maxsize))
+
+    def publish(self, event: Any) -> None:
+        for s in self._subs:
+            s.offer(event)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {s.name: {"dropped": s.dropped, "failures": s.failures} for s in self._subs}
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Let every subscriber finish what it has queued, then stop it."""
+        for s in self._subs:
+            s.offer(_STOP)
+        for s in self._subs:
+            s.thread.join(timeout)
+        self._subs.clear()
