@@ -218,9 +218,8 @@ def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
         value = float(value)
         if not math.isfinite(value):
             raise bad()
-    elif hint is str:
-        if not isinstance(value, str):
-            raise bad()
+    elif hint is str and not isinstance(value, str):
+        raise bad()
     if meta.get("choices") and value not in meta["choices"]:
         raise bad()
     lo, hi = meta.get("lo"), meta.get("hi")

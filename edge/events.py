@@ -16,7 +16,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from edge.policy import Detection
@@ -24,7 +24,7 @@ from edge.policy import Detection
 log = logging.getLogger(__name__)
 
 
-class State(str, Enum):
+class State(StrEnum):
     LISTENING = "listening"
     RECORDING = "recording"
     MUTED = "muted"

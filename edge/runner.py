@@ -7,6 +7,7 @@ therefore honoured before the next frame is read (within 80 ms).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -129,10 +130,8 @@ class Runner:
             self._drain()
             if self.recorder.state is State.MUTED:
                 return
-            try:
+            with contextlib.suppress(AudioDeviceError):
                 self.source.stop()
-            except AudioDeviceError:
-                pass
             try:
                 self.source.start()
                 self._capturing = True

@@ -27,10 +27,13 @@ the caller keeps using onnxruntime.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,37 +49,63 @@ ALPHA = np.float32(0.2)
 FLOOR = np.float32(-0.4)
 """The constant of the graph's ``Max`` after every LeakyRelu: a floor at -0.4."""
 
-# The architecture: ("conv", name, (cout, cin, kt, kf), activated) or ("pool", kt, kf).
-_ARCH: tuple[tuple[object, ...], ...] = (
-    ("conv", "conv2d", (24, 1, 3, 3), True),
-    ("conv", "conv2d_1", (24, 24, 1, 3), True),
-    ("conv", "conv2d_2", (24, 24, 3, 1), True),
-    ("pool", 2, 2),
-    ("conv", "conv2d_3", (48, 24, 1, 3), True),
-    ("conv", "conv2d_4", (48, 48, 3, 1), True),
-    ("conv", "conv2d_5", (48, 48, 1, 3), True),
-    ("conv", "conv2d_6", (48, 48, 3, 1), True),
-    ("pool", 1, 2),
-    ("conv", "conv2d_7", (72, 48, 1, 3), True),
-    ("conv", "conv2d_8", (72, 72, 3, 1), True),
-    ("conv", "conv2d_9", (72, 72, 1, 3), True),
-    ("conv", "conv2d_10", (72, 72, 3, 1), True),
-    ("pool", 2, 2),
-    ("conv", "conv2d_11", (96, 72, 1, 3), True),
-    ("conv", "conv2d_12", (96, 96, 3, 1), True),
-    ("conv", "conv2d_13", (96, 96, 1, 3), True),
-    ("conv", "conv2d_14", (96, 96, 3, 1), True),
-    ("pool", 1, 2),
-    ("conv", "conv2d_15", (96, 96, 1, 3), True),
-    ("conv", "conv2d_16", (96, 96, 3, 1), True),
-    ("conv", "conv2d_17", (96, 96, 1, 3), True),
-    ("conv", "conv2d_18", (96, 96, 3, 1), True),
-    ("pool", 2, 2),
-    ("conv", "conv2d_19", (96, 96, 3, 1), False),
+
+
+class _ConvSpec(NamedTuple):
+    name: str
+    cout: int
+    cin: int
+    kt: int
+    """Kernel rows in time (3: needs 2 rows of context)."""
+    kf: int
+    """Kernel bins in frequency (3: padded by one bin at each end)."""
+    act: bool = True
+    """Bias, LeakyRelu and the floor follow (all but the last convolution)."""
+
+
+class _PoolSpec(NamedTuple):
+    kt: int
+    kf: int
+
+
+_ARCH: tuple[_ConvSpec | _PoolSpec, ...] = (
+    _ConvSpec("conv2d", 24, 1, 3, 3),
+    _ConvSpec("conv2d_1", 24, 24, 1, 3),
+    _ConvSpec("conv2d_2", 24, 24, 3, 1),
+    _PoolSpec(2, 2),
+    _ConvSpec("conv2d_3", 48, 24, 1, 3),
+    _ConvSpec("conv2d_4", 48, 48, 3, 1),
+    _ConvSpec("conv2d_5", 48, 48, 1, 3),
+    _ConvSpec("conv2d_6", 48, 48, 3, 1),
+    _PoolSpec(1, 2),
+    _ConvSpec("conv2d_7", 72, 48, 1, 3),
+    _ConvSpec("conv2d_8", 72, 72, 3, 1),
+    _ConvSpec("conv2d_9", 72, 72, 1, 3),
+    _ConvSpec("conv2d_10", 72, 72, 3, 1),
+    _PoolSpec(2, 2),
+    _ConvSpec("conv2d_11", 96, 72, 1, 3),
+    _ConvSpec("conv2d_12", 96, 96, 3, 1),
+    _ConvSpec("conv2d_13", 96, 96, 1, 3),
+    _ConvSpec("conv2d_14", 96, 96, 3, 1),
+    _PoolSpec(1, 2),
+    _ConvSpec("conv2d_15", 96, 96, 1, 3),
+    _ConvSpec("conv2d_16", 96, 96, 3, 1),
+    _ConvSpec("conv2d_17", 96, 96, 1, 3),
+    _ConvSpec("conv2d_18", 96, 96, 3, 1),
+    _PoolSpec(2, 2),
+    _ConvSpec("conv2d_19", 96, 96, 3, 1, act=False),
 )
+"""Time is "valid" throughout; the three 2x2 pools make the total time stride 8."""
 
 
 # --- a minimal protobuf reader for ONNX ModelProto ---------------------------------
+# Only what the embedding model needs: ModelProto.graph (7) -> GraphProto.node (1) and
+# .initializer (5); NodeProto input (1), output (2), op_type (4), attribute (5);
+# AttributeProto name (1), f (2), i (3), s (4), ints (8); TensorProto dims (1),
+# data_type (2), float_data (4), int64_data (7), name (8), raw_data (9), data_location (14).
+
+_Value = int | memoryview
+
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
     result = shift = 0
@@ -87,9 +116,11 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
         if not b & 0x80:
             return result, pos
         shift += 7
+        if shift > 63:
+            raise ValueError("bad protobuf varint")
 
 
-def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
+def _fields(buf: memoryview) -> Iterator[tuple[int, int, _Value]]:
     """(field number, wire type, value) of one message; length-delimited values as views."""
     pos, end = 0, len(buf)
     while pos < end:
@@ -98,30 +129,37 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
         if wire == 0:
             value, pos = _varint(buf, pos)
             yield field, wire, value
-        elif wire == 2:
+            continue
+        if wire == 2:
             n, pos = _varint(buf, pos)
-            yield field, wire, buf[pos:pos + n]
-            pos += n
-        elif wire == 5:
-            yield field, wire, buf[pos:pos + 4]
-            pos += 4
-        elif wire == 1:
-            yield field, wire, buf[pos:pos + 8]
-            pos += 8
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
+        if pos + n > end:
+            raise ValueError("truncated protobuf message")
+        yield field, wire, buf[pos:pos + n]
+        pos += n
+
+
+def _view(value: _Value) -> memoryview:
+    if isinstance(value, int):
+        raise ValueError("protobuf field has the wrong wire type")
+    return value
+
+
+def _str(value: _Value) -> str:
+    return bytes(_view(value)).decode()
 
 
 def _int64(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-def _ints(wire: int, value: int | memoryview) -> list[int]:
+def _ints(value: _Value) -> list[int]:
     """A repeated int64 field, packed or not."""
-    if wire == 0:
-        assert isinstance(value, int)
+    if isinstance(value, int):
         return [_int64(value)]
-    assert isinstance(value, memoryview)
     out, pos = [], 0
     while pos < len(value):
         v, pos = _varint(value, pos)
@@ -129,38 +167,35 @@ def _ints(wire: int, value: int | memoryview) -> list[int]:
     return out
 
 
-def _tensor(buf: memoryview) -> tuple[str, np.ndarray]:
-    """TensorProto -> (name, array); float32 and int64 only, raw or typed data."""
+def _tensor(buf: memoryview) -> tuple[str, np.ndarray | None]:
+    """TensorProto -> (name, array); float32 and int64 tensors only, else None."""
     name, dims, dtype = "", [], 0
     raw: bytes | None = None
-    floats: list[float] = []
+    floats = b""
     int64s: list[int] = []
-    for field, wire, value in _fields(buf):
+    for field, _, value in _fields(buf):
         if field == 1:
-            dims += _ints(wire, value)
-        elif field == 2:
-            assert isinstance(value, int)
+            dims += _ints(value)
+        elif field == 2 and isinstance(value, int):
             dtype = value
         elif field == 4:
-            assert isinstance(value, memoryview)
-            floats += struct.unpack(f"<{len(value) // 4}f", value) if wire == 2 else \
-                struct.unpack("<f", value)
+            floats += bytes(_view(value))  # packed or one fixed32: little-endian floats
         elif field == 7:
-            int64s += _ints(wire, value)
+            int64s += _ints(value)
         elif field == 8:
-            assert isinstance(value, memoryview)
-            name = bytes(value).decode()
+            name = _str(value)
         elif field == 9:
-            assert isinstance(value, memoryview)
-            raw = bytes(value)
+            raw = bytes(_view(value))
         elif field == 14 and value == 1:
             raise ValueError(f"tensor {name or '?'} keeps its data in an external file")
     if dtype == 1:
-        arr = np.frombuffer(raw, dtype="<f4") if raw is not None else np.array(floats, "<f4")
+        arr = np.frombuffer(raw if raw is not None else floats, dtype="<f4")
     elif dtype == 7:
         arr = np.frombuffer(raw, dtype="<i8") if raw is not None else np.array(int64s, "<i8")
     else:
-        return name, np.zeros(0)
+        return name, None
+    if arr.size != int(np.prod(dims)):
+        raise ValueError(f"tensor {name} has {arr.size} values for dims {dims}")
     return name, arr.astype(arr.dtype.newbyteorder("="), copy=True).reshape(dims)
 
 
@@ -168,56 +203,58 @@ def _tensor(buf: memoryview) -> tuple[str, np.ndarray]:
 class _Node:
     op: str
     inputs: list[str]
-    attrs: dict[str, float | int | list[int]]
+    outputs: list[str]
+    attrs: dict[str, float | int | bytes | list[int]]
 
 
 def _node(buf: memoryview) -> _Node:
-    node = _Node("", [], {})
+    node = _Node("", [], [], {})
     for field, _, value in _fields(buf):
         if field == 1:
-            assert isinstance(value, memoryview)
-            node.inputs.append(bytes(value).decode())
+            node.inputs.append(_str(value))
+        elif field == 2:
+            node.outputs.append(_str(value))
         elif field == 4:
-            assert isinstance(value, memoryview)
-            node.op = bytes(value).decode()
+            node.op = _str(value)
         elif field == 5:
-            assert isinstance(value, memoryview)
-            aname, aval = "", None
-            for f2, w2, v2 in _fields(value):
-                if f2 == 1:
-                    assert isinstance(v2, memoryview)
-                    aname = bytes(v2).decode()
-                elif f2 == 2:
-                    assert isinstance(v2, memoryview)
-                    aval = struct.unpack("<f", v2)[0]
-                elif f2 == 3:
-                    assert isinstance(v2, int)
-                    aval = _int64(v2)
-                elif f2 == 8:
-                    aval = (aval if isinstance(aval, list) else []) + _ints(w2, v2)
-            if aval is not None:
-                node.attrs[aname] = aval
+            name, attr = "", None
+            ints: list[int] = []
+            for f, _, v in _fields(_view(value)):
+                if f == 1:
+                    name = _str(v)
+                elif f == 2:
+                    attr = struct.unpack("<f", _view(v))[0]
+                elif f == 3 and isinstance(v, int):
+                    attr = _int64(v)
+                elif f == 4:
+                    attr = bytes(_view(v))
+                elif f == 8:
+                    ints += _ints(v)
+            node.attrs[name] = ints if attr is None else attr
     return node
 
 
 def read_onnx(path: Path) -> tuple[dict[str, np.ndarray], list[_Node]]:
-    """The initializers and nodes of an ONNX model's main graph, without ``onnx``."""
+    """The float32/int64 initializers and the nodes of an ONNX model's graph, without ``onnx``.
+
+    Raises ValueError (or OSError) when the file is not such a model.
+    """
     data = memoryview(path.read_bytes())
     graph = None
     for field, _, value in _fields(data):
         if field == 7:
-            graph = value
-    if not isinstance(graph, memoryview):
+            graph = _view(value)
+    if graph is None:
         raise ValueError("no graph in the model")
     inits: dict[str, np.ndarray] = {}
     nodes: list[_Node] = []
     for field, _, value in _fields(graph):
-        assert field not in (1, 5) or isinstance(value, memoryview)
-        if field == 1 and isinstance(value, memoryview):
-            nodes.append(_node(value))
-        elif field == 5 and isinstance(value, memoryview):
-            name, arr = _tensor(value)
-            inits[name] = arr
+        if field == 1:
+            nodes.append(_node(_view(value)))
+        elif field == 5:
+            name, arr = _tensor(_view(value))
+            if arr is not None:
+                inits[name] = arr
     return inits, nodes
 
 
@@ -239,33 +276,44 @@ class _Pool:
     kf: int
 
 
-def _parse(path: Path) -> list[_Conv | _Pool]:
-    """The layers of the embedding model, checked against :data:`_ARCH`."""
+def parse_layers(path: Path) -> list[_Conv | _Pool]:
+    """The layers of the embedding model, checked node by node against :data:`_ARCH`."""
     try:
         inits, nodes = read_onnx(path)
-    except (OSError, ValueError, IndexError, struct.error) as exc:
+    except (OSError, ValueError, IndexError, UnicodeDecodeError, struct.error) as exc:
         raise ModelError(f"cannot read the embedding model {path}: {exc}") from exc
 
     def fail(what: str) -> ModelError:
         return ModelError(f"embedding model {path.name} is not the expected architecture: {what}")
 
-    ops = [n for n in nodes if n.op != "Reshape"]
+    def const(name: str) -> list[float]:
+        c = inits.get(name)
+        return [] if c is None else c.reshape(-1).tolist()
+
+    # One chain: Reshape to NCHW (N, 1, time, mel), the layers, Reshape to (N, 96).
+    if len(nodes) < 2 or nodes[0].op != "Reshape" or nodes[-1].op != "Reshape" \
+            or const(nodes[0].inputs[-1]) != [-1, 1, WINDOW, BINS] \
+            or const(nodes[-1].inputs[-1]) != [-1, 1, 1, DIM]:
+        raise fail("it does not start and end with the expected Reshape nodes")
+    for prev, node in zip(nodes, nodes[1:], strict=False):
+        if not node.inputs or len(prev.outputs) != 1 or node.inputs[0] != prev.outputs[0]:
+            raise fail(f"the {node.op} node does not take the output of the {prev.op} before")
+    ops = nodes[1:-1]
     layers: list[_Conv | _Pool] = []
     i = 0
     for spec in _ARCH:
-        if spec[0] == "pool":
-            kt, kf = int(spec[1]), int(spec[2])  # type: ignore[call-overload]
-            n = ops[i] if i < len(ops) else None
+        n = ops[i] if i < len(ops) else None
+        i += 1
+        if isinstance(spec, _PoolSpec):
+            kt, kf = spec
             if n is None or n.op != "MaxPool" or n.attrs.get("kernel_shape") != [kt, kf] \
                     or n.attrs.get("strides") != [kt, kf] \
-                    or any(n.attrs.get("pads", [0]) or [0]):
+                    or n.attrs.get("pads", [0, 0, 0, 0]) != [0, 0, 0, 0] \
+                    or n.attrs.get("auto_pad", b"NOTSET") != b"NOTSET":
                 raise fail(f"node {i} should be MaxPool {kt}x{kf}")
             layers.append(_Pool(kt, kf))
-            i += 1
             continue
-        _, name, shape, act = spec
-        cout, cin, kt, kf = shape  # type: ignore[misc]
-        n = ops[i] if i < len(ops) else None
+        name, cout, cin, kt, kf, act = spec
         if n is None or n.op != "Conv":
             raise fail(f"node {i} should be the Conv {name}")
         w = inits.get(n.inputs[1]) if len(n.inputs) > 1 else None
@@ -273,33 +321,57 @@ def _parse(path: Path) -> list[_Conv | _Pool]:
             raise fail(f"{name} weights are {None if w is None else w.shape}, "
                        f"expected {(cout, cin, kt, kf)}")
         b = inits.get(n.inputs[2]) if len(n.inputs) > 2 else None
-        if (b is None) == act or (b is not None and b.shape != (cout,)):
+        if (b is None) == act or (b is not None and (b.shape != (cout,) or b.dtype != w.dtype)):
             raise fail(f"{name} bias is {None if b is None else b.shape}")
-        pads = n.attrs.get("pads", [0, 0, 0, 0])
-        want_pads = [0, kf // 2, 0, kf // 2]
-        if n.attrs.get("kernel_shape", [kt, kf]) != [kt, kf] or pads != want_pads \
+        pad = kf // 2
+        if n.attrs.get("kernel_shape", [kt, kf]) != [kt, kf] \
+                or n.attrs.get("pads", [0, 0, 0, 0]) != [0, pad, 0, pad] \
                 or n.attrs.get("strides", [1, 1]) != [1, 1] \
                 or n.attrs.get("dilations", [1, 1]) != [1, 1] or n.attrs.get("group", 1) != 1 \
-                or n.attrs.get("auto_pad", None) not in (None, 0):
+                or n.attrs.get("auto_pad", b"NOTSET") != b"NOTSET":
             raise fail(f"{name} has attributes {n.attrs}")
-        i += 1
         if act:
             if i + 1 >= len(ops) or ops[i].op != "LeakyRelu" or ops[i + 1].op != "Max":
                 raise fail(f"{name} should be followed by LeakyRelu and Max")
             alpha = ops[i].attrs.get("alpha", 0.01)
             if not isinstance(alpha, float) or np.float32(alpha) != ALPHA:
-                raise fail(f"LeakyRelu after {name} has alpha {alpha}")
-            floors = [inits.get(x) for x in ops[i + 1].inputs]
-            consts = [c for c in floors if c is not None]
-            if len(consts) != 1 or consts[0].size != 1 or consts[0].reshape(()) != FLOOR:
+                raise fail(f"LeakyRelu after {name} has alpha {alpha!r}")
+            floor = [const(x) for x in ops[i + 1].inputs[1:]]
+            if len(ops[i + 1].inputs) != 2 or floor[0] != [FLOOR]:
                 raise fail(f"Max after {name} is not max(x, {FLOOR})")
             i += 2
         # (cout, cin, kt, kf) -> (kt, kf, cin, cout) -> rows ordered (kt, kf, cin).
         wm = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kt * kf * cin, cout))
-        layers.append(_Conv(kt, kf, wm, None if b is None else b.astype(np.float32), act))
+        layers.append(_Conv(kt, kf, wm, b, act))
     if i != len(ops):
         raise fail(f"{len(ops) - i} unexpected nodes after the last layer")
     return layers
+
+
+@dataclass
+class _ConvOp:
+    taps: list[np.ndarray]
+    """Shifted views of the input buffer, one per kernel tap."""
+    col: np.ndarray
+    """The im2col target, without the constant 1 column of the bias."""
+    col2d: np.ndarray
+    w: np.ndarray
+    """Weights with the bias as last row."""
+    y: np.ndarray
+    y3: np.ndarray
+    tmp: np.ndarray
+    act: bool
+    buf: np.ndarray | None
+    """The input buffer, when it holds 2 context rows to carry over."""
+    dest: np.ndarray | None = None
+
+
+@dataclass
+class _PoolOp:
+    kt: int
+    src: np.ndarray
+    tmp: np.ndarray
+    dest: np.ndarray | None = None
 
 
 class _StepPlan:
@@ -317,71 +389,62 @@ class _StepPlan:
         self.rows = rows
         self.inputs: list[np.ndarray | None] = []
         """Per layer: a convolution's input buffer (context rows and zero bins included)."""
-        self.ops: list[tuple[object, ...]] = []
+        self.ops: list[_ConvOp | _PoolOp] = []
         t, f, c = rows, BINS, 1
-        dest: np.ndarray | None = None  # where the previous layer must write
-        src: np.ndarray | None = None
-        self.entry: np.ndarray | None = None
+        out: np.ndarray | None = None  # the previous layer's output
         for layer in layers:
             if isinstance(layer, _Pool):
-                assert src is not None
-                tp = t // layer.kt
-                tmp = np.empty((tp, f, c), np.float32) if layer.kt == 2 else src
-                fp = f // layer.kf
+                assert out is not None
+                self.ops[-1].dest = out  # the convolution before activates in place
+                t //= layer.kt
+                tmp = np.empty((t, f, c), np.float32) if layer.kt == 2 else out
+                f //= layer.kf
                 self.inputs.append(None)
-                self.ops.append(("pool", layer.kt, src, tmp))
-                t, f = tp, fp
-                dest = None
-                self.ops[-1] += (None,)  # filled in by the next convolution
+                self.ops.append(_PoolOp(layer.kt, out, tmp))
                 continue
-            ct, cf = layer.kt // 2 * 2, layer.kf // 2 * 2
+            ct, cf = layer.kt - 1, layer.kf - 1
             buf = np.zeros((t + ct, f + cf, c), np.float32)
             core = buf[ct:, cf // 2:cf // 2 + f]
-            if self.entry is None:
-                self.entry = core
-            elif self.ops[-1][0] == "pool":
-                self.ops[-1] = self.ops[-1][:4] + (core,)
+            if self.ops:
+                self.ops[-1].dest = core
             else:
-                assert dest is None
-                self.ops[-1] = self.ops[-1][:-1] + (core,)
+                self.entry = core[..., 0]
             self.inputs.append(buf)
             k = layer.kt * layer.kf * c
-            bias = layer.b is not None
+            w, bias = layer.w, layer.b is not None
+            if layer.b is not None:
+                w = np.vstack((w, layer.b[None]))
             col = np.empty((t, f, k + bias), np.float32)
-            if bias:
-                col[..., k] = 1.0
-            w = layer.w if layer.b is None else np.vstack((layer.w, layer.b[None]))
-            slices = [buf[dt:dt + t, df:df + f] for dt in range(layer.kt) for df in range(layer.kf)]
-            cout = layer.w.shape[1]
-            y = np.empty((t * f, cout), np.float32)
-            tmp = np.empty_like(y)
-            out3 = y.reshape(t, f, cout)
-            self.ops.append(("conv", slices, col[..., :k], col.reshape(t * f, -1), w, y, tmp,
-                             layer.act, layer.kt == 3, buf, out3))
-            src, c = out3, cout
-        self.output = src
+            col[..., k:] = 1.0
+            taps = [buf[dt:dt + t, df:df + f] for dt in range(layer.kt) for df in range(layer.kf)]
+            c = w.shape[1]
+            y = np.empty((t * f, c), np.float32)
+            y3 = y.reshape(t, f, c)
+            self.ops.append(_ConvOp(taps, col[..., :k], col.reshape(t * f, -1), w, y, y3,
+                                    np.empty_like(y), layer.act, buf if ct else None))
+            out = y3 if layer.act else None
+            if not layer.act:
+                self.output = y
+        if any(op.dest is None for op in self.ops[:-1]) or self.ops[-1].dest is not None:
+            raise ModelError("the embedding model's layers do not chain")
 
     def run(self, rows: np.ndarray) -> np.ndarray:
-        assert self.entry is not None and self.output is not None
-        self.entry[..., 0] = rows
+        self.entry[...] = rows
         for op in self.ops:
-            if op[0] == "conv":
-                _, slices, colk, col2, w, y, tmp, act, timectx, buf, dest = op
-                np.concatenate(slices, axis=2, out=colk)
-                np.matmul(col2, w, out=y)
-                if act:
-                    np.multiply(y, ALPHA, out=tmp)
-                    np.maximum(y, tmp, out=y)
-                    np.maximum(y.reshape(dest.shape) if dest is not y.base else y, FLOOR,
-                               out=dest)
-                if timectx:
-                    buf[:2] = buf[-2:]
+            if isinstance(op, _ConvOp):
+                np.concatenate(op.taps, axis=2, out=op.col)
+                np.dot(op.col2d, op.w, out=op.y)
+                if op.act:
+                    np.multiply(op.y, ALPHA, out=op.tmp)
+                    np.maximum(op.y, op.tmp, out=op.y)
+                    np.maximum(op.y3, FLOOR, out=op.dest)
+                if op.buf is not None:
+                    op.buf[:2] = op.buf[-2:]
             else:
-                _, kt, src, tmp, dest = op
-                if kt == 2:
-                    np.maximum(src[0::2], src[1::2], out=tmp)
-                np.maximum(tmp[:, 0::2], tmp[:, 1::2], out=dest)
-        return self.output.reshape(-1, DIM).copy()
+                if op.kt == 2:
+                    np.maximum(op.src[0::2], op.src[1::2], out=op.tmp)
+                np.maximum(op.tmp[:, 0::2], op.tmp[:, 1::2], out=op.dest)
+        return self.output.copy()
 
 
 class StreamingEmbedding:
@@ -400,7 +463,7 @@ class StreamingEmbedding:
 
     @classmethod
     def load(cls, path: Path) -> StreamingEmbedding:
-        return cls(_parse(Path(path)))
+        return cls(parse_layers(Path(path)))
 
     def _get_plan(self, rows: int) -> _StepPlan:
         plan = self._plans.get(rows)
@@ -480,3 +543,39 @@ def _conv(x: np.ndarray, layer: _Conv) -> np.ndarray:
         np.maximum(y, y * ALPHA, out=y)
         np.maximum(y, FLOOR, out=y)
     return y.reshape(t, f, -1)
+
+
+_BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                 "openblas_set_num_threads64_", "openblas_set_num_threads")
+
+
+def limit_blas_threads(threads: int = 1) -> bool:
+    """Best effort: cap the threads of the OpenBLAS numpy has loaded, process-wide.
+
+    OpenBLAS otherwise splits even the small matrix products of
+    :class:`StreamingEmbedding` over every core, which burns CPU on spinning worker
+    threads for no gain. ``OPENBLAS_NUM_THREADS`` in the environment, if set,
+    wins: then nothing is changed. Returns whether a limit was applied.
+    """
+    if os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS"):
+        return False
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
+    except OSError:
+        return False
+    done = False
+    for path in sorted(libs):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _BLAS_SETTERS:
+            setter = getattr(lib, name, None)
+            if setter is not None:
+                setter.argtypes = [ctypes.c_int]
+                setter.restype = None
+                setter(threads)
+                done = True
+                break
+    return done

@@ -43,6 +43,10 @@ PROSE = [
 ]
 
 
+SPEEDS = (140, 155, 170, 185)
+"""Words per minute the prose generator picks from (few, so synthesis is cached)."""
+
+
 def speak(text: str, voice: str = "en-us", speed: int = 160) -> np.ndarray:
     """Speak ``text`` with espeak-ng and return int16 samples at 16 kHz mono."""
     exe = shutil.which("espeak-ng")
@@ -88,7 +92,7 @@ def prose(seconds: float, seed: int = 0, gap_s: float = 0.4) -> np.ndarray:
     cache: dict[str, np.ndarray] = {}
     while total < seconds * SAMPLE_RATE:
         sentence = PROSE[int(rng.integers(len(PROSE)))]
-        speed = int(rng.integers(140, 190))
+        speed = int(rng.choice(SPEEDS))
         key = f"{sentence}|{speed}"
         if key not in cache:
             cache[key] = speak(sentence, speed=speed)

@@ -8,7 +8,7 @@ from pathlib import Path
 from edge.modelstore import ModelStore
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="fetch and list the wake-word models")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
     msub.required = True

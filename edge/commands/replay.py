@@ -21,7 +21,7 @@ from edge.events import EventBus
 from edge.sinks.local import LocalDirSink
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="run the detection pipeline over audio files")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--config", type=Path, help="config file (TOML)")

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ DEMO_NOTICE = """
 """
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the live recorder")
     p.add_argument("--config", type=Path, help="config file (TOML)")
     p.add_argument("--input", metavar="DEVICE|FILE",
@@ -53,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_source(cfg, demo: bool):  # type: ignore[no-untyped-def]
+def open_source(cfg: Any, demo: bool) -> Any:
     from edge.audio.file import FileSource
 
     spec = cfg.audio.input
@@ -73,7 +74,7 @@ def open_source(cfg, demo: bool):  # type: ignore[no-untyped-def]
     return capture.PyAudioSource(spec, cfg.audio.channel, cfg.audio.rate)
 
 
-def demo_source():  # type: ignore[no-untyped-def]
+def demo_source() -> Any:
     from edge import synth
     from edge.audio import ArraySource
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the Debian / Raspberry Pi OS packages edge-recorder needs, only those missing.
+# Idempotent: does nothing (and needs no network) when everything is installed.
+set -euo pipefail
+packages=(
+  python3 python3-venv python3-dev gcc make      # the virtual environment and native wheels
+  portaudio19-dev libasound2-dev alsa-utils        # PyAudio / PortAudio / ALSA
+  libsndfile1                                      # soundfile (WAV/FLAC)
+  espeak-ng sox                                    # synthesized test phrases and the demo
+  mosquitto mosquitto-clients                      # the real broker the MQTT tests start
+  ${EXTRA_APT_PACKAGES:-}
+)
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing Debian packages: ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
