@@ -25,6 +25,7 @@ COMMANDS = {
     "replay": "edge.commands.replay",
     "devices": "edge.commands.devices",
     "models": "edge.commands.models",
+    "config": "edge.commands.config",
 }
 
 

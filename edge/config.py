@@ -100,11 +100,97 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class MqttUploadConfig:
+    """The MQTT broker clips are published to (upload.mode = "mqtt")."""
+
+    host: str = opt("", doc="broker host name or address")
+    port: int = opt(8883, lo=1, hi=65535, doc="broker port (8883: MQTT over TLS; 1883: plain)")
+    tls: bool = opt(True, doc="connect with TLS and verify the broker's certificate")
+    ca: str = opt("", doc="CA certificate (PEM) that signed the broker's; '' uses the system's")
+    cert: str = opt("", doc="client certificate (PEM) for mutual TLS; '' sends none")
+    key: str = opt("", doc="private key (PEM) of the client certificate")
+    username: str = opt("", doc="user name; '' connects without one")
+    password_file: str = opt("", doc="file holding the password; read at each connect, never "
+                                     "logged")
+    topic_prefix: str = opt("edge-recorder", doc="clips go to <topic_prefix>/<device id>/clip")
+    protocol: str = opt("5", choices=("5", "3.1.1"), doc="MQTT version; 3.1.1 brokers get the "
+                                                         "metadata in an envelope")
+    timeout_s: float = opt(30.0, lo=1.0, hi=600.0, doc="seconds to wait for CONNACK or PUBACK")
+
+
+@dataclass(frozen=True)
+class HttpsUploadConfig:
+    """The HTTPS receiver clips are POSTed to (upload.mode = "https")."""
+
+    url: str = opt("", doc="https:// URL that takes one clip per POST (http:// only to loopback)")
+    ca: str = opt("", doc="CA certificate (PEM) that signed the server's; '' uses the system's")
+    cert: str = opt("", doc="client certificate (PEM) for mutual TLS; '' sends none")
+    key: str = opt("", doc="private key (PEM) of the client certificate")
+    token_file: str = opt("", doc="file holding a bearer token; read at each request, never logged")
+    timeout_s: float = opt(30.0, lo=1.0, hi=600.0, doc="seconds of network silence before a "
+                                                       "request fails")
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    """What may leave the device: finished clips, after a detection, and nothing else."""
+
+    mode: str = opt("off", choices=("off", "mqtt", "https"),
+                    doc="'off': no audio ever leaves the device; 'mqtt' or 'https' upload clips")
+    outbox_max_mb: float = opt(200.0, lo=1.0, hi=100000.0, doc="outbox bound in MB; beyond it "
+                                                               "the oldest clip is dropped")
+    outbox_max_clips: int = opt(1000, lo=1, hi=1000000, doc="outbox bound in clips; beyond it "
+                                                            "the oldest clip is dropped")
+    retry_min_s: float = opt(1.0, lo=0.01, hi=600.0, doc="first wait after a failed upload, in s")
+    retry_max_s: float = opt(300.0, lo=0.01, hi=86400.0, doc="longest wait between upload "
+                                                             "attempts, in s")
+    retention_days: float = opt(30.0, lo=0.0, hi=3650.0,
+                                doc="local clips, queued clips and kept activation audio older "
+                                    "than this are deleted; 0 keeps them forever")
+    encrypt_to: str = opt("", doc="public key (base64, from `edge decrypt --new-key`): clips are "
+                                  "sealed to it before they touch the disk")
+    mqtt: MqttUploadConfig = field(default_factory=MqttUploadConfig)
+    https: HttpsUploadConfig = field(default_factory=HttpsUploadConfig)
+
+    def __post_init__(self) -> None:
+        from edge.destinations import check_upload_config
+
+        check_upload_config(self)
+
+
+@dataclass(frozen=True)
+class ActivationsConfig:
+    """The activation log: every wake recorded, false wakes flagged and counted."""
+
+    enabled: bool = opt(True, doc="keep the activation log (SQLite, written only when an "
+                                  "activation ends or listening starts or stops)")
+    db: str = opt("activations.sqlite3", doc="the log's file; relative paths are under "
+                                             "state_dir")
+    keep_false_activation_audio: bool = opt(False, doc="keep the audio of likely-false wakes "
+                                                       "(no speech, cancelled) in state_dir/"
+                                                       "false_audio, for retraining; sealed "
+                                                       "when upload.encrypt_to is set")
+    checkpoint_s: float = opt(3600.0, lo=0.0, hi=86400.0,
+                              doc="seconds of listening between checkpoints of the listening "
+                                  "time, so a power cut loses at most this much; 0: none "
+                                  "(strictly no writes between activations)")
+    verifier: str = opt("none", choices=("none", "score_margin"),
+                        doc="second opinion on each wake: 'score_margin' rejects wakes barely "
+                            "and briefly over the threshold")
+    verifier_margin: float = opt(0.1, lo=0.0, hi=1.0, doc="score_margin: a peak this far over "
+                                                          "the threshold is accepted")
+    verifier_min_frames: int = opt(2, lo=1, hi=50, doc="score_margin: this many frames over "
+                                                       "the threshold is accepted")
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     wake: WakeConfig = field(default_factory=WakeConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
+    activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     state_dir: str = opt("", doc="where clips, logs and the outbox live; '' uses "
                                  "$STATE_DIRECTORY, else ~/.local/state/edge-recorder")
     log_level: str = opt("info", choices=("debug", "info", "warning", "error"),
@@ -168,12 +254,15 @@ def build(cls: type, data: Any, prefix: str) -> Any:
     return cls(**values)
 
 
+_PLURAL = {bool: "true/false values", int: "whole numbers", float: "numbers", str: "strings"}
+
+
 def _type_name(hint: Any) -> str:
     origin = typing.get_origin(hint)
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(hint)[0])}s"
+        return f"a list of {_PLURAL.get(typing.get_args(hint)[0], 'values')}"
     if origin is dict:
-        return f"a table of {_type_name(typing.get_args(hint)[1])}s"
+        return f"a table of {_PLURAL.get(typing.get_args(hint)[1], 'values')}"
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(hint))
     return {bool: "true/false", int: "a whole number", float: "a number", str: "a string",
@@ -190,8 +279,10 @@ def _allowed(hint: Any, meta: Any) -> str:
 
 
 def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
+    given = value
+
     def bad() -> ConfigError:
-        return ConfigError(f"config key {key} = {value!r} is not allowed; expected "
+        return ConfigError(f"config key {key} = {given!r} is not allowed; expected "
                            f"{_allowed(hint, meta)}")
 
     origin = typing.get_origin(hint)

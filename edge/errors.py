@@ -29,3 +29,15 @@ class HardwareError(EdgeError):
 
 class UsageError(EdgeError):
     """A command line argument is wrong."""
+
+
+class UploadError(EdgeError):
+    """A clip could not be delivered (broker, receiver, network or TLS); it stays queued."""
+
+
+class SealError(EdgeError):
+    """A sealed clip cannot be opened: wrong private key, or not a sealed clip."""
+
+
+class StateLockedError(EdgeError):
+    """Another edge-recorder process is using the state directory."""

@@ -1,6 +1,7 @@
 """Test configuration. Fixture modules live in tests/fixtures/ and are listed here."""
 
 pytest_plugins = [
+    "tests.fixtures.alsa",
     "tests.fixtures.audio",
     "tests.fixtures.models",
 ]

@@ -114,3 +114,35 @@ class ArraySource:
 
     def close(self) -> None:
         self.started = False
+
+
+class PacedSource:
+    """Wraps a source so frames arrive in real time (80 ms apart), like a live microphone."""
+
+    def __init__(self, inner: AudioSource, sleep: Any = None, monotonic: Any = None) -> None:
+        import time
+
+        self.inner = inner
+        self.name = f"{inner.name} (real time)"
+        self._sleep = sleep or time.sleep
+        self._now = monotonic or time.monotonic
+        self._next: float | None = None
+
+    def start(self) -> None:
+        self.inner.start()
+        self._next = None
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+    def read(self) -> np.ndarray | None:
+        now = self._now()
+        if self._next is None:
+            self._next = now
+        if self._next > now:
+            self._sleep(self._next - now)
+        self._next += FRAME_SAMPLES / SAMPLE_RATE
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()

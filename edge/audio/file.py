@@ -38,6 +38,12 @@ class FileSource:
                 f"{self.path} is not a readable audio file ({_short(exc)}); "
                 "give a WAV or FLAC file"
             ) from None
+        if wav_is_truncated(self.path):
+            self._f.close()
+            raise AudioFormatError(
+                f"{self.path} is truncated: its WAV header declares more audio than the file "
+                "holds; re-copy or re-export the file"
+            )
         if self._f.frames == 0:
             self._f.close()
             raise AudioFormatError(f"{self.path} holds no audio samples")
@@ -76,6 +82,26 @@ class FileSource:
         if self._f is not None:
             self._f.close()
             self._f = None
+
+
+def wav_is_truncated(path: Path) -> bool:
+    """True when a RIFF/WAVE file's data chunk declares more bytes than the file holds."""
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return False
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, csize = struct.unpack("<4sI", f.read(8))
+            if cid == b"data":
+                # 0 and 0xFFFFFFFF mark a stream written without a known length
+                return csize not in (0, 0xFFFFFFFF) and csize > size - pos - 8
+            pos += 8 + csize + (csize & 1)
+    return False
 
 
 def _short(exc: Exception) -> str:

@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="config file (TOML)")
     p.add_argument("--input", metavar="DEVICE|FILE",
                    help="capture device (name substring or index) or an audio file")
+    p.add_argument("--realtime", action="store_true",
+                   help="feed a file --input at real-time pace, like a live microphone")
     p.add_argument("--demo-if-no-device", action="store_true",
                    help="with no capture device, run a synthesized demo (used by `make run`)")
     p.set_defaults(func=main)
@@ -41,6 +43,10 @@ def main(args: argparse.Namespace) -> int:
     setup_logging(cfg.log_level)
     demo = args.demo_if_no_device or cfg.audio.demo_when_no_device
     source = open_source(cfg, demo)
+    if args.realtime:
+        from edge.audio import PacedSource
+
+        source = PacedSource(source)
 
     from edge.daemon import Daemon
 

