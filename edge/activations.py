@@ -124,8 +124,8 @@ class ActivationRow:
     verifier_score: float | None = None
     audio_file: str | None = None
     period: int | None = None
-    stream_t: float = 0.0
-    """Stream time (s) of the detection, used to checkpoint the listening period."""
+    period_heard_s: float = 0.0
+    """Listening time of its period at the detection: the row checkpoints the period."""
     label: str = "unknown"
     label_source: str = "auto"
     labelled_at: float | None = None
@@ -298,7 +298,7 @@ class ActivationLog:
                 c.execute("UPDATE listening_periods SET heard_s = MAX(heard_s, ?), "
                           "checkpoint_wall = MAX(checkpoint_wall, ?) "
                           "WHERE n = ? AND end_wall IS NULL",
-                          (row.stream_t, row.wall_time, row.period))
+                          (row.period_heard_s, row.wall_time, row.period))
             return n
 
     def label(self, ref: str, label: str, source: str, at: float | None = None) -> str:

@@ -75,4 +75,6 @@ def build_recorder(cfg: Config, detector: Detector, bus: EventBus,
     store = store or model_store(cfg.wake)
     vad = SileroVad.load(store.path("silero_vad"))
     return Recorder(detector.engine, detector.policy, vad, cfg.record, cfg.audio.pre_roll_s, bus,
-                    clip_out, clock or SystemClock(), cancel_window_s=cancel_window_s)
+                    clip_out, clock or SystemClock(), cancel_window_s=cancel_window_s,
+                    keep_false_audio=cfg.activations.enabled
+                    and cfg.activations.keep_false_activation_audio)

@@ -8,10 +8,11 @@ user name, password, token or query string.
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from edge.errors import ConfigError
+from edge.errors import ConfigError, UploadError
 
 if TYPE_CHECKING:
     from edge.config import MqttUploadConfig, UploadConfig
@@ -87,3 +88,33 @@ def mqtt_topic(cfg: MqttUploadConfig, device_id: str) -> str:
 def mqtt_destination(cfg: MqttUploadConfig, device_id: str) -> str:
     scheme = "mqtts" if cfg.tls else "mqtt"
     return f"{scheme}://{cfg.host}:{cfg.port}/{mqtt_topic(cfg, device_id)}"
+
+
+def wire_metadata(meta: dict[str, Any], device_id: str, sha256: str,
+                  content_type: str) -> dict[str, Any]:
+    """What a destination is told about a clip: its metadata, the pseudonymous device id, the
+    payload's sha256 and type. The clip ``id`` is the receiver's de-duplication key."""
+    return {**meta, "device": device_id, "sha256": sha256, "content_type": content_type}
+
+
+def reason(exc: BaseException) -> str:
+    """The short human reason inside a network or file error."""
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def need_file(path: str, key: str) -> None:
+    if path and not Path(path).is_file():
+        raise UploadError(f"{key} = {path!r}: no such file; give the path of a PEM file")
+
+
+def read_secret(path: str, key: str) -> str:
+    """A password or token from a file: its first line. Read at each use, so fixing the file
+    needs no restart; the value is never logged."""
+    if not path:
+        return ""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UploadError(f"cannot read {key} ({path}: {reason(exc)}); make it readable by the "
+                          "recorder, mode 0600") from None
+    return text.splitlines()[0].strip() if text.strip() else ""

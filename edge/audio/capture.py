@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from edge.audio import FrameAssembler
-from edge.errors import AudioDeviceError
+from edge.errors import AudioDeviceError, AudioFormatError
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,13 @@ class PyAudioSource:
         except OSError:
             return False
 
+    def check(self) -> DeviceInfo:
+        """Find the device now and check the channel fits it; raises what ``start`` would."""
+        with _portaudio(self._factory) as pa:
+            dev = self._find(pa)
+        self._assembler(dev, self.rate or dev.default_rate)
+        return dev
+
     # ---- AudioSource --------------------------------------------------------
 
     def start(self) -> None:
@@ -217,8 +224,7 @@ class PyAudioSource:
         try:
             dev = self._find(pa)
             rate = self.rate or dev.default_rate
-            channels, pick = _channels_to_open(dev, self.channel)
-            asm = FrameAssembler(rate, channels, pick)
+            asm, channels = self._assembler(dev, rate)
             self._drain_queue()
             self._running.set()
             stream = self._open(pa, dev, rate, channels)
@@ -274,6 +280,13 @@ class PyAudioSource:
             with contextlib.suppress(AudioDeviceError):
                 return _resolve(pa, self.device.name)
         return _resolve(pa, self.spec)
+
+    def _assembler(self, dev: DeviceInfo, rate: int) -> tuple[FrameAssembler, int]:
+        channels, pick = _channels_to_open(dev, self.channel)
+        try:
+            return FrameAssembler(rate, channels, pick), channels
+        except AudioFormatError as exc:
+            raise AudioFormatError(f"capture device {dev.describe()}: {exc}") from None
 
     def _open(self, pa: Any, dev: DeviceInfo, rate: int, channels: int) -> Any:
         try:

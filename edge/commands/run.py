@@ -77,7 +77,9 @@ def open_source(cfg: Any, demo: bool) -> Any:
             "no capture device found; connect a microphone (see `edge devices`) or set "
             "audio.input to a device name, an index or an audio file"
         )
-    return capture.PyAudioSource(spec, cfg.audio.channel, cfg.audio.rate)
+    source = capture.PyAudioSource(spec, cfg.audio.channel, cfg.audio.rate)
+    source.check()  # a wrong name or channel fails now, in one line, not in the reopen loop
+    return source
 
 
 def demo_source() -> Any:

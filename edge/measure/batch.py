@@ -40,6 +40,8 @@ CHUNK_FRAMES = 256
 """Frames per batch: about 20 s of audio."""
 TOP_DB = 80.0
 """The melspectrogram model's floor: ``max(x, max(batch) - 80)``, in dB (its last Clip)."""
+PREFETCH_ROUNDS = 3
+"""Batches per chunk: each takes the frames the one before had to leave (quieter ones)."""
 GATE_MARGIN_FRAMES = 32
 """With the idle gate, rows are prefetched only for frames this close to a loud one
 (the engine's catch-up reaches back about 25 frames); any other row the engine
@@ -77,28 +79,39 @@ class BatchedMel:
         self._older, self._rows = self._rows, {}
         if not self.enabled or not len(windows):
             return
+        todo = np.arange(len(windows))
+        for _ in range(PREFETCH_ROUNDS):
+            todo = self._batch(windows, todo)
+            if len(todo) < 2 or not self.enabled:
+                return
+
+    def _batch(self, windows: np.ndarray, todo: np.ndarray) -> np.ndarray:
+        """Keep the rows of the frames ``todo`` that one batch gets right; return the others."""
         f = self._features
-        out = f.mel.run(None, {f.mel_input: windows})[0]
-        spec = out.reshape(len(windows), -1, out.shape[-1])
-        lows = spec.reshape(len(windows), -1).min(axis=1)
-        keep = np.flatnonzero(lows > spec.max() - np.float32(TOP_DB))
+        out = f.mel.run(None, {f.mel_input: windows[todo]})[0]
+        spec = out.reshape(len(todo), -1, out.shape[-1])
+        lows = spec.reshape(len(todo), -1).min(axis=1)
+        safe = lows > spec.max() - np.float32(TOP_DB)
+        keep = np.flatnonzero(safe)
         if not len(keep):
-            return
+            return todo[:0]
         spec /= 10.0  # the transform of FeatureModels.melspectrogram, checked below
         spec += 2.0
         # The check: the kept frame nearest to the floor, computed alone.
         probe = keep[np.argmin(lows[keep])]
-        alone = f.melspectrogram(windows[probe].copy())
+        alone = f.melspectrogram(windows[todo[probe]].copy())
         if not np.array_equal(alone, spec[probe]):
             log.warning("batched melspectrogram rows differ from per-frame rows (by up to %g); "
                         "computing them frame by frame", float(np.abs(alone - spec[probe]).max()))
             self.enabled = False
+            self._rows = {}
             self._older = {}
-            return
+            return todo[:0]
         for i in keep:
             rows = spec[i]
             rows.flags.writeable = False
-            self._rows[windows[i].tobytes()] = rows
+            self._rows[windows[todo[i]].tobytes()] = rows
+        return todo[~safe]
 
     def melspectrogram(self, samples: np.ndarray) -> np.ndarray:
         if samples.shape == (WINDOW,):
