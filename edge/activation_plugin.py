@@ -26,6 +26,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 LISTENING = (State.LISTENING.value, State.RECORDING.value)
 MAX_HELD_OPS = 1000
 """Writes held in memory while the database cannot be written; beyond it the oldest go."""
+LABEL_GRACE_S = 1.0
+"""How long a label for an unknown activation id waits for that activation's events."""
 
 
 @dataclass(frozen=True)
@@ -145,13 +148,11 @@ class ScoreTap:
 
 class FalseAudioKeeper:
     """Opt-in audio of likely-false wakes in ``state_dir/false_audio``, sealed when
-    ``upload.encrypt_to`` is set, deleted after ``upload.retention_days``."""
+    ``upload.encrypt_to`` is set. Retention (``upload.retention_days``) and
+    ``edge purge`` cover the directory (edge.retention, edge.places)."""
 
-    def __init__(self, directory: Path, encrypt_to: str = "", retention_days: float = 0.0,
-                 clock: Clock | None = None) -> None:
+    def __init__(self, directory: Path, encrypt_to: str = "") -> None:
         self.directory = directory
-        self.retention_s = retention_days * 86400.0
-        self.clock = clock or SystemClock()
         self._sealer: Any = None
         if encrypt_to:
             from edge.crypto import sealer_for
@@ -180,25 +181,7 @@ class FalseAudioKeeper:
         else:
             name = f"{ev.activation_id}.wav"
             atomic_write(self.directory / name, data)
-        self.prune()
         return name
-
-    def prune(self) -> int:
-        """Delete kept audio older than the retention; how many files went."""
-        if self.retention_s <= 0 or not self.directory.is_dir():
-            return 0
-        cutoff = self.clock.wall() - self.retention_s
-        gone = 0
-        for f in self.directory.iterdir():
-            try:
-                if f.is_file() and f.stat().st_mtime < cutoff:
-                    f.unlink()
-                    gone += 1
-            except OSError as exc:
-                log.warning("could not delete expired false-wake audio %s: %s", f, exc)
-        if gone:
-            log.info("deleted %d expired false-wake recording(s)", gone)
-        return gone
 
 
 @dataclass
@@ -245,7 +228,8 @@ class ActivationLogPlugin:
         self.keeper: FalseAudioKeeper | None = None
         self.store: ActivationLog | None = None
         self.tap: ScoreTap | None = None
-        self.written = 0
+        self.writes = 0
+        """Database transactions committed (rows, periods, checkpoints, uploads)."""
         self.dropped_ops = 0
         self._daemon: Any = None
         self._models: dict[str, float] = {}
@@ -253,6 +237,7 @@ class ActivationLogPlugin:
         self._ops: deque[Op] = deque()
         self._lock = threading.RLock()
         self._in_flight: set[str] = set()
+        self._last_id: str | None = None
         self._held_labels: dict[str, list[tuple[str, str, float]]] = {}
         self._clip_audio: dict[str, tuple[np.ndarray, float]] = {}
         self._period: _Period | None = None
@@ -274,9 +259,7 @@ class ActivationLogPlugin:
         self._models = {m.model: m.threshold for m in detector.policy.models}
         if self.acfg.keep_false_activation_audio:
             self.keeper = FalseAudioKeeper(Path(self.cfg.state_path) / FALSE_AUDIO_DIR,
-                                           self.cfg.upload.encrypt_to,
-                                           self.cfg.upload.retention_days, self.clock)
-            self.keeper.prune()
+                                           self.cfg.upload.encrypt_to)
         self._open_store()
         daemon.bus.subscribe("activation-log", self._forward)
         daemon.on_frame.append(self._on_frame)
@@ -309,15 +292,21 @@ class ActivationLogPlugin:
         """
         check_label(label, source)
         at = self.clock.wall()
-        with self._lock:
-            if ref in self._in_flight:
-                self._held_labels.setdefault(ref, []).append((label, source, at))
-                return ref
-            store = self._usable_store()
-            try:
-                return store.label(ref, label, source, at)
-            except sqlite3.Error as exc:
-                raise ActivationLogError(fix_for(self.path, exc)) from None
+        # the caller may have the id from the detection event before this thread does
+        deadline = time.monotonic() + (LABEL_GRACE_S if len(ref) == 36 else 0.0)
+        while True:
+            with self._lock:
+                if ref == "last" and self._last_id is not None:
+                    ref = self._last_id  # perhaps still recording, or not yet written
+                if ref in self._in_flight:
+                    self._held_labels.setdefault(ref, []).append((label, source, at))
+                    return ref
+                try:
+                    return self._usable_store().label(ref, label, source, at)
+                except ActivationLogError:
+                    if time.monotonic() >= deadline:
+                        raise
+            time.sleep(0.02)
 
     def mark_uploaded(self, clip_id: str) -> bool:
         """The destination acknowledged ``clip_id``: its outcome becomes ``uploaded``."""
@@ -373,6 +362,7 @@ class ActivationLogPlugin:
             if not item.ignored:
                 with self._lock:
                     self._in_flight.add(item.activation_id)
+                    self._last_id = item.activation_id
         elif isinstance(item, ClipReady):
             clip = item.clip
             self._clip_audio[clip.activation_id] = (clip.audio,
@@ -472,7 +462,6 @@ class ActivationLogPlugin:
                 s.record(final, self._held_labels.get(row.id, ()))
                 self._held_labels.pop(row.id, None)
                 self._in_flight.discard(row.id)
-            self.written += 1
 
         self._submit(write)
 
@@ -502,6 +491,7 @@ class ActivationLogPlugin:
                     self._failed(exc)
                     return
                 self._ops.popleft()
+                self.writes += 1
             if self._last_error:
                 log.warning("activation log %s is writable again; held writes saved", self.path)
                 self._last_error = ""

@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError, UsageError
+from edge.places import FALSE_AUDIO_DIR as FALSE_AUDIO_DIR  # written by the log
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 DB_NAME = "activations.sqlite3"
-FALSE_AUDIO_DIR = "false_audio"
-"""Under state_dir: opt-in audio of false activations (``edge purge`` deletes it)."""
 
 OUTCOMES = ("uploaded", "kept", "discarded", "aborted_by_mute", "cancelled_by_user", "no_speech")
 LABELS = ("unknown", "true", "false")
@@ -165,7 +164,7 @@ def boot_id() -> str:
         return ""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -258,6 +257,14 @@ class ActivationLog:
         with self._lock, _transaction(self._conn):
             yield self._conn
 
+    @contextlib.contextmanager
+    def _reported(self) -> Iterator[None]:
+        """For what a person asked for: a database failure becomes a one-line error."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise ActivationLogError(fix_for(self.path, exc)) from exc
+
     # ---- writes -----------------------------------------------------------
 
     def record(self, row: ActivationRow, labels: Sequence[tuple[str, str, float]] = ()
@@ -308,7 +315,7 @@ class ActivationLog:
         the current label and source changes nothing.
         """
         check_label(label, source)
-        with self._tx() as c:
+        with self._reported(), self._tx() as c:
             aid = self._resolve(c, ref)
             self._apply_label(c, aid, label, source, _now(at))
             return aid
@@ -372,7 +379,7 @@ class ActivationLog:
             rows = c.execute("SELECT n, checkpoint_wall, boot_id, pid FROM listening_periods "
                              "WHERE end_wall IS NULL").fetchall()
             for n, last, boot, pid in rows:
-                if boot == me and me and (pid == os.getpid() or _pid_alive(pid)):
+                if boot == me and me and (pid == os.getpid() or pid_alive(pid)):
                     continue  # a daemon that is still running
                 c.execute("UPDATE listening_periods SET end_wall = ?, end_reason = 'unclean_stop' "
                           "WHERE n = ?", (last, n))
@@ -388,16 +395,18 @@ class ActivationLog:
             if row is None:
                 raise ActivationLogError("the activation log is empty: nothing to label yet")
             return str(row[0])
-        if ref.isdigit():
+        row = c.execute("SELECT id FROM activations WHERE id = ?", (ref,)).fetchone()
+        hexish = len(ref) >= 4 and all(ch in "0123456789abcdef-" for ch in ref.lower())
+        if row is None and ref.isdigit():
             row = c.execute("SELECT id FROM activations WHERE n = ?", (int(ref),)).fetchone()
-        elif len(ref) >= 4 and all(ch in "0123456789abcdef-" for ch in ref.lower()):
+        if row is None and hexish:
             rows = c.execute("SELECT id FROM activations WHERE id LIKE ? LIMIT 2",
                              (ref.lower() + "%",)).fetchall()
             if len(rows) > 1:
                 raise ActivationLogError(f"activation id prefix {ref!r} matches more than one "
                                          "activation; give more of the id, or its number")
             row = rows[0] if rows else None
-        else:
+        elif row is None and not ref.isdigit():
             raise UsageError(f"{ref!r} is not an activation number or id; give the number or "
                              "id shown by `edge log`, or 'last'")
         if row is None:
@@ -406,7 +415,7 @@ class ActivationLog:
         return str(row[0])
 
     def get(self, ref: str) -> dict[str, Any]:
-        with self._lock:
+        with self._lock, self._reported():
             aid = self._resolve(self._conn, ref)
             return self.rows(where="id = ?", params=(aid,))[0]
 
@@ -428,7 +437,7 @@ class ActivationLog:
         sql += " ORDER BY n DESC" if newest_first else " ORDER BY n"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        with self._lock:
+        with self._lock, self._reported():
             cur = self._conn.execute(sql, args)
             names = [d[0] for d in cur.description]
             out = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
@@ -447,7 +456,7 @@ class ActivationLog:
         return out
 
     def periods(self) -> list[Period]:
-        with self._lock:
+        with self._lock, self._reported():
             rows = self._conn.execute(
                 "SELECT n, start_wall, end_wall, heard_s, checkpoint_wall, end_reason, models, "
                 "boot_id, pid FROM listening_periods ORDER BY n").fetchall()
@@ -455,7 +464,7 @@ class ActivationLog:
                 for n, s, e, h, ck, r, m, b, p in rows]
 
     def integrity(self) -> str:
-        with self._lock:
+        with self._lock, self._reported():
             return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 
@@ -513,10 +522,6 @@ def parse_since(text: str, now: float | None = None) -> float:
 def db_path(cfg: Any) -> Path:
     """Where the activation log of this config lives."""
     return Path(cfg.under_state(cfg.activations.db))
-
-
-def false_audio_dir(cfg: Any) -> Path:
-    return Path(cfg.state_path) / FALSE_AUDIO_DIR
 
 
 def mark_uploaded(path: Path, clip_id: str) -> bool:

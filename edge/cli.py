@@ -14,7 +14,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
-import logging  # noqa: E402
 import sys  # noqa: E402
 
 from edge import __version__  # noqa: E402
@@ -23,9 +22,18 @@ from edge.errors import EdgeError  # noqa: E402
 COMMANDS = {
     "run": "edge.commands.run",
     "replay": "edge.commands.replay",
+    "measure": "edge.commands.measure",
     "devices": "edge.commands.devices",
     "models": "edge.commands.models",
     "config": "edge.commands.config",
+    "hardware": "edge.commands.hardware",
+    "identity": "edge.commands.identity",
+    "decrypt": "edge.commands.decrypt",
+    "purge": "edge.commands.purge",
+    "audit": "edge.commands.audit",
+    "log": "edge.commands.log",
+    "label": "edge.commands.label",
+    "stats": "edge.commands.stats",
 }
 
 
@@ -46,12 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str = "info", levels: dict[str, str] | None = None) -> None:
+    """journald with structured fields under systemd, else stderr (edge/logsetup.py)."""
+    from edge.logsetup import configure
+
+    configure(level, levels)
 
 
 def main(argv: list[str] | None = None) -> int:

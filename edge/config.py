@@ -184,6 +184,110 @@ class ActivationsConfig:
 
 
 @dataclass(frozen=True)
+class HardwareConfig:
+    """The board: mute switch, recording indicator, chimes, cancel button (see hardware/)."""
+
+    profile: str = opt("no-gpio", choices=("no-gpio", "respeaker-2mic-v1", "respeaker-2mic-v2",
+                                           "respeaker-4mic", "respeaker-usb-4mic",
+                                           "generic-usb"),
+                       doc="the board; it sets the capture device, channel and pins that are "
+                           "left at ''. 'no-gpio': a computer with no switch, LEDs or button")
+    pin_factory: str = opt("auto", choices=("auto", "lgpio", "rpigpio", "native", "mock"),
+                           doc="gpiozero pin library; 'mock' simulates every pin (tests, demo)")
+    mute_pin: str = opt("", doc="mute switch pin, e.g. 'GPIO22'; '' takes the profile's; "
+                                "'none' says this device has no switch (a HAT profile makes "
+                                "you say which)")
+    mute_pull: str = opt("up", choices=("up", "down", "floating"),
+                         doc="the mute pin's pull resistor")
+    mute_active_state: str = opt("high", choices=("high", "low", "auto"),
+                                 doc="pin level that means muted; 'high' with a pull-up and the "
+                                     "switch closing to ground to listen: a broken wire mutes. "
+                                     "'auto' is the level opposite the pull")
+    mute_bounce_s: float = opt(0.02, lo=0.0, hi=1.0, doc="mute switch debounce, in s")
+    leds: str = opt("", choices=("", "none", "gpio", "pwm", "rgb", "apa102"),
+                    doc="recording indicator: one LED, a dimmable one, an RGB LED, or APA102 "
+                        "pixels on SPI; '' takes the profile's. Never 'none' while uploading")
+    led_pins: list[str] = opt([], doc="LED pins: one for gpio/pwm, red, green, blue for rgb; "
+                                      "[] takes the profile's")
+    led_active_high: bool = opt(True, doc="false for LEDs wired from 3V3 to the pin "
+                                          "(common anode)")
+    led_count: int = opt(0, lo=0, hi=255, doc="APA102 pixels; 0 takes the profile's")
+    led_spi: str = opt("hardware", choices=("hardware", "software"),
+                       doc="APA102 over the kernel's SPI (needs dtparam=spi=on), or bit-banged "
+                           "on the same pins")
+    led_power_pin: str = opt("", doc="pin that powers the APA102 pixels; '' takes the "
+                                     "profile's; 'none' if there is none")
+    led_power_active: str = opt("", choices=("", "high", "low"),
+                                doc="level that powers the pixels; '' takes the profile's")
+    led_brightness: float = opt(0.5, lo=0.05, hi=1.0, doc="indicator brightness while "
+                                                          "recording, muted or in error")
+    led_dim: float = opt(0.0, lo=0.0, hi=1.0, doc="brightness while listening (0: off)")
+    chime: bool = opt(True, doc="a chime when recording starts and a different one when it "
+                                "ends")
+    chime_backend: str = opt("", choices=("", "pyaudio", "buzzer"),
+                             doc="play chimes on an audio output (PyAudio) or a buzzer; '' "
+                                 "takes the profile's")
+    chime_device: str = opt("", doc="output device name substring or index; '' takes the "
+                                    "profile's, else the default output")
+    chime_pin: str = opt("", doc="buzzer pin for chime_backend = 'buzzer', e.g. 'GPIO13'")
+    chime_volume: float = opt(0.3, lo=0.01, hi=1.0, doc="chime loudness (1: full scale)")
+    chime_gate_margin_s: float = opt(0.3, lo=0.0, hi=2.0,
+                                     doc="after a chime, seconds more in which nothing heard "
+                                         "counts as speech or triggers (output and input "
+                                         "latency)")
+    button_pin: str = opt("", doc="'that wasn't for you' button (pressed = low); '' takes "
+                                  "the profile's; 'none' if there is none")
+    button_bounce_s: float = opt(0.05, lo=0.0, hi=1.0, doc="button debounce, in s")
+    button_hold_s: float = opt(3.0, lo=0.0, hi=30.0, doc="holding the button this long toggles "
+                                                         "a soft mute; 0 disables")
+    cancel_window_s: float = opt(5.0, lo=0.0, hi=60.0,
+                                 doc="a press this long after a recording ends still cancels "
+                                     "it (the clip waits in memory until then)")
+
+    def __post_init__(self) -> None:
+        from edge.hardware.profiles import resolve
+
+        resolve(self)
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Field testing over MQTT: status, state and activation events, commands, Home Assistant."""
+
+    enabled: bool = opt(False, doc="connect to the broker below and publish under "
+                                    "<base_topic>/<device id>/ (metadata only, never audio)")
+    host: str = opt("", doc="broker host name or address")
+    port: int = opt(8883, lo=1, hi=65535, doc="broker port (8883: MQTT over TLS; 1883: plain)")
+    tls: bool = opt(True, doc="connect with TLS and verify the broker's certificate")
+    ca: str = opt("", doc="CA certificate (PEM) that signed the broker's; '' uses the system's")
+    cert: str = opt("", doc="client certificate (PEM) for mutual TLS; '' sends none")
+    key: str = opt("", doc="private key (PEM) of the client certificate")
+    username: str = opt("", doc="user name; '' connects without one")
+    password_file: str = opt("", doc="file holding the password; read at each connect, never "
+                                     "logged")
+    protocol: str = opt("5", choices=("5", "3.1.1"), doc="MQTT version")
+    base_topic: str = opt("edge", doc="topics are <base_topic>/<device id>/status, state, "
+                                      "event/activation and cmd/<name>")
+    state_interval_s: float = opt(60.0, lo=1.0, hi=3600.0, doc="seconds between state "
+                                                              "messages (changes go at once)")
+    discovery: bool = opt(True, doc="announce the device to Home Assistant (MQTT discovery)")
+    discovery_prefix: str = opt("homeassistant", doc="Home Assistant's discovery prefix")
+    threshold_min: float = opt(0.1, lo=0.0, hi=1.0, doc="lowest threshold cmd/set_threshold "
+                                                        "may set")
+    threshold_max: float = opt(0.95, lo=0.0, hi=1.0, doc="highest threshold "
+                                                         "cmd/set_threshold may set")
+    allow_remote_unmute: bool = opt(True, doc="cmd/mute {\"on\": false} may clear the soft "
+                                              "mute; it never clears the hardware switch")
+    allow_purge: bool = opt(True, doc="cmd/purge (with its confirmation token) may delete "
+                                      "the audio stored on the device")
+
+    def __post_init__(self) -> None:
+        from edge.mqtt.topics import check_mqtt_config
+
+        check_mqtt_config(self)
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     wake: WakeConfig = field(default_factory=WakeConfig)
@@ -191,10 +295,15 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     state_dir: str = opt("", doc="where clips, logs and the outbox live; '' uses "
                                  "$STATE_DIRECTORY, else ~/.local/state/edge-recorder")
     log_level: str = opt("info", choices=("debug", "info", "warning", "error"),
                          doc="logging level")
+    log_levels: dict[str, str] = opt({}, choices=("debug", "info", "warning", "error"),
+                                     doc="per-module overrides of log_level, e.g. "
+                                         "{ \"edge.uploader\" = \"debug\" }")
 
     @property
     def state_path(self) -> Path:
@@ -240,7 +349,7 @@ def build(cls: type, data: Any, prefix: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown config key {prefix}{unknown[0]}; allowed keys in {where} are: "
+            f"unknown config key {prefix}{_shown(unknown[0])}; allowed keys in {where} are: "
             f"{', '.join(sorted(fields))}"
         )
     values = {}
@@ -252,6 +361,12 @@ def build(cls: type, data: Any, prefix: str) -> Any:
         else:
             values[name] = _check(f"{prefix}{name}", value, hint, f.metadata)
     return cls(**values)
+
+
+def _shown(key: str) -> str:
+    """A key as typed when it is plain; quoted when it holds spaces or control characters,
+    so an error message stays one readable line."""
+    return key if key.isprintable() and key.strip() == key and key else repr(key)
 
 
 _PLURAL = {bool: "true/false values", int: "whole numbers", float: "numbers", str: "strings"}
@@ -295,7 +410,7 @@ def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
         _, item = typing.get_args(hint)
         if not isinstance(value, dict):
             raise bad()
-        return {str(k): _check(f"{key}.{k}", v, item, meta) for k, v in value.items()}
+        return {str(k): _check(f"{key}.{_shown(k)}", v, item, meta) for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             raise bad()

@@ -20,6 +20,7 @@ from edge.audio import AudioSource
 from edge.clip import Clip
 from edge.clock import Clock, SystemClock
 from edge.config import Config
+from edge.crypto import sealer_for
 from edge.events import EventBus
 from edge.runner import Runner
 from edge.sinks import ClipSink
@@ -40,6 +41,9 @@ class Plugin(Protocol):
         """Called after the audio loop has stopped and every clip was handed over."""
         ...
 
+    # Optional: ``started()``, called once the recorder and runner exist, before the loop
+    # runs (a plugin may ``daemon.post`` from there: the command runs before the first frame).
+
 
 @dataclass
 class Daemon:
@@ -49,6 +53,12 @@ class Daemon:
     plugins: list[Any] = field(default_factory=list)
     sinks: list[ClipSink] = field(default_factory=list)
     on_frame: list[Callable[[], None]] = field(default_factory=list)
+    on_started: list[Callable[[], None]] = field(default_factory=list)
+    """Called on the audio loop after capture (re)started: the microphone is open."""
+    on_idle: list[Callable[[], None]] = field(default_factory=list)
+    """Called on the audio loop while capture is deliberately stopped (muted)."""
+    after_command: list[Callable[[Any], None]] = field(default_factory=list)
+    """Run on the audio thread after every posted command (the hardware re-asserts a mute)."""
     cancel_window_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -56,14 +66,21 @@ class Daemon:
         self.store = model_store(self.cfg.wake)
         self.detector = build_detector(self.cfg.wake, self.store)
         if self.cfg.output.keep_local:
-            self.sinks.append(LocalDirSink(self.cfg.under_state(self.cfg.output.clips_dir)))
+            self.sinks.append(LocalDirSink(self.cfg.under_state(self.cfg.output.clips_dir),
+                                           sealer_for(self.cfg.upload.encrypt_to)))
         for p in self.plugins:
             p.attach(self)
         self.dispatcher = ClipDispatcher(self.sinks)
         self.recorder = build_recorder(self.cfg, self.detector, self.bus, self._clip_out,
                                        self.clock, self.store, self.cancel_window_s)
         self.runner = Runner(self.source, self.recorder, on_frame=self._frame_hooks,
-                             max_backoff_s=self.cfg.audio.reopen_max_backoff_s)
+                             max_backoff_s=self.cfg.audio.reopen_max_backoff_s,
+                             on_started=lambda: _call_all(self.on_started),
+                             on_idle=lambda: _call_all(self.on_idle))
+        for p in self.plugins:
+            started = getattr(p, "started", None)
+            if started is not None:
+                started()
 
     def _clip_out(self, clip: Clip) -> None:
         self.dispatcher.submit(clip)
@@ -73,7 +90,20 @@ class Daemon:
             hook()
 
     def post(self, command: Callable[[Any], None]) -> None:
-        self.runner.post(command)
+        """Run ``command(recorder)`` on the audio thread before the next frame, then the
+        ``after_command`` hooks."""
+        if not self.after_command:
+            self.runner.post(command)
+            return
+
+        def run(recorder: Any) -> None:
+            try:
+                command(recorder)
+            finally:
+                for hook in self.after_command:
+                    hook(recorder)
+
+        self.runner.post(run)
 
     def run(self, install_signals: bool = True) -> None:
         """Run until the input ends or SIGTERM/SIGINT; then drain clips and close."""
@@ -103,3 +133,8 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+
+def _call_all(hooks: list[Callable[[], None]]) -> None:
+    for hook in hooks:
+        hook()

@@ -3,7 +3,8 @@
 One JSON object per line in ``<state_dir>/ledger.jsonl``, each written with
 ``O_APPEND`` and fsynced before ``append`` returns. Each names the clip, the
 destination (never with credentials), the bytes and their sha256, the time and
-the result: ``delivered``, ``failed`` (with the error), ``dropped`` (outbox full),
+the result: ``sending`` (written before the first byte leaves), then
+``delivered`` or ``failed`` (with the error); ``dropped`` (outbox full),
 ``expired`` (retention), ``quarantined`` (unreadable entry) or ``purged``.
 ``edge audit`` prints it.
 
@@ -29,7 +30,7 @@ from edge.clock import Clock, SystemClock
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.jsonl"
-RESULTS = ("delivered", "failed", "dropped", "expired", "quarantined", "purged")
+RESULTS = ("sending", "delivered", "failed", "dropped", "expired", "quarantined", "purged")
 
 
 def iso(t: float) -> str:
@@ -55,7 +56,7 @@ class Ledger:
         return self._fd
 
     def append(self, *, clip: str, result: str, destination: str = "", bytes: int = 0,
-               sha256: str = "", error: str = "") -> None:
+               sha256: str = "", error: str = "", note: str = "") -> None:
         if result not in RESULTS:
             raise ValueError(f"unknown ledger result {result!r}")
         entry: dict[str, Any] = {"time": iso(self.clock.wall()), "clip": clip,
@@ -63,6 +64,8 @@ class Ledger:
                                  "result": result}
         if error:
             entry["error"] = error
+        if note:
+            entry["note"] = note
         line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
         with self._lock:
             fd = self._open()

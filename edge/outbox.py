@@ -333,10 +333,12 @@ class Outbox:
         if note and self.ledger is not None:
             self.ledger.append(clip=entry_id, result="quarantined", error=reason)
 
-    def _note(self, entry: Entry, result: str, error: str) -> None:
-        if self.ledger is not None:
-            self.ledger.append(clip=entry.id, result=result, bytes=entry.payload_size,
-                               sha256=entry.sha256, error=error)
+    def _note(self, entry: Entry, result: str, why: str) -> None:
+        if self.ledger is None:
+            return
+        error, note = (why, "") if result == "quarantined" else ("", why)
+        self.ledger.append(clip=entry.id, result=result, bytes=entry.payload_size,
+                           sha256=entry.sha256, error=error, note=note)
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:

@@ -31,10 +31,16 @@ class Runner:
         on_frame: Callable[[], None] | None = None,
         max_backoff_s: float = 30.0,
         sleep: Callable[[float], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self.source = source
         self.recorder = recorder
         self.on_frame = on_frame
+        self.on_started = on_started
+        """Called on the loop after each successful ``source.start()`` (readiness, watchdog)."""
+        self.on_idle = on_idle
+        """Called on the loop while capture is deliberately stopped (muted): the loop is alive."""
         self.max_backoff_s = max_backoff_s
         self._commands: queue.Queue[Command] = queue.Queue()
         self._stop = threading.Event()
@@ -62,6 +68,8 @@ class Runner:
                 self._drain()
                 self._sync_capture()
                 if not self._capturing:
+                    if self.on_idle is not None:
+                        self.on_idle()
                     self._wait_for_command(0.05)
                     continue
                 try:
@@ -107,8 +115,14 @@ class Runner:
                 self._capturing = True
             except AudioDeviceError as exc:
                 self._reopen(exc)
+            else:
+                self._started()
         elif not want and self._capturing:
             self._stop_capture()
+
+    def _started(self) -> None:
+        if self.on_started is not None:
+            self.on_started()
 
     def _stop_capture(self) -> None:
         if self._capturing:
@@ -136,6 +150,7 @@ class Runner:
                 self.source.start()
                 self._capturing = True
                 log.warning("audio device reopened after %d attempt(s)", self.reopen_attempts)
+                self._started()
                 return
             except AudioDeviceError as again:
                 exc = again

@@ -47,7 +47,8 @@ class Uploader:
     def __init__(self, outbox: Outbox, sender: Sender, ledger: Ledger | None = None, *,
                  retry_min_s: float = 1.0, retry_max_s: float = 300.0,
                  clock: Clock | None = None, rng: random.Random | None = None,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 sleep: Callable[[float], None] | None = None,
+                 on_delivered: Callable[[str], None] | None = None) -> None:
         self.outbox = outbox
         self.sender = sender
         self.ledger = ledger
@@ -55,6 +56,7 @@ class Uploader:
         self.retry_max_s = retry_max_s
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
+        self.on_delivered = on_delivered
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._sleep = sleep or self._wait
@@ -136,16 +138,22 @@ class Uploader:
         except (CorruptEntry, EntryGone):
             return False
         dest = self.sender.destination
+        # The ledger hears of an attempt before any byte leaves, and of its result before the
+        # clip leaves the outbox: a crash at any point leaves the ledger complete.
+        self._note(entry, "sending")
         try:
             self.sender.send(entry, payload)
         except UploadError as exc:
             self._failed(entry, str(exc))
             return False
+        self._note(entry, "delivered")
         self.outbox.ack(entry.id)
         self.delivered += 1
-        if self.ledger is not None:
-            self.ledger.append(clip=entry.id, destination=dest, bytes=entry.payload_size,
-                               sha256=entry.sha256, result="delivered")
+        if self.on_delivered is not None:
+            try:
+                self.on_delivered(entry.id)
+            except Exception:
+                log.exception("delivery observer failed for clip %s", entry.id)
         if self.consecutive_failures:
             log.warning("upload to %s works again after %d failed attempt(s)", dest,
                         self.consecutive_failures)
@@ -169,10 +177,7 @@ class Uploader:
         self.delays.append(delay)
         self._hold_until = now + delay
         self.outbox.retry_later(entry.id, now + self.backoff(entry.attempts + 1), error)
-        if self.ledger is not None:
-            self.ledger.append(clip=entry.id, destination=self.sender.destination,
-                               bytes=entry.payload_size, sha256=entry.sha256, result="failed",
-                               error=error)
+        self._note(entry, "failed", error)
         if error != self._last_reported:
             log.error("upload to %s failed: %s. Retrying with backoff; queued clips are kept",
                       self.sender.destination, error)
@@ -182,3 +187,9 @@ class Uploader:
                       self.sender.destination, self.consecutive_failures, error, delay)
         with self._idle:
             self._idle.notify_all()
+
+    def _note(self, entry: Entry, result: str, error: str = "") -> None:
+        if self.ledger is not None:
+            self.ledger.append(clip=entry.id, destination=self.sender.destination,
+                               bytes=entry.payload_size, sha256=entry.sha256, result=result,
+                               error=error)

@@ -3,5 +3,9 @@
 pytest_plugins = [
     "tests.fixtures.alsa",
     "tests.fixtures.audio",
+    "tests.fixtures.fuzz",
+    "tests.fixtures.hardware",
+    "tests.fixtures.https",
     "tests.fixtures.models",
+    "tests.fixtures.mqtt",
 ]

@@ -181,9 +181,10 @@ class PyAudioSource:
         self._factory = pa_factory
         self.device: DeviceInfo | None = None
         self.name = device or "default capture device"
-        self.device_overflows = 0
+        self.overflows = 0
         """Input overflows PortAudio reported: audio the device lost because we fell behind."""
         self.opens = 0
+        """Times a stream was opened (1 + reopens after mute or loss)."""
         self._pa: Any = None
         self._stream: Any = None
         self._asm: FrameAssembler | None = None
@@ -191,19 +192,15 @@ class PyAudioSource:
         self._blocks: queue.Queue[tuple[bytes, int]] = queue.Queue(maxsize=QUEUE_BLOCKS)
         self._frames: list[np.ndarray] = []
         self._running = threading.Event()
-        self._callbacks = 0
-
-    @property
-    def overflows(self) -> int:
-        return self.device_overflows
 
     @property
     def capturing(self) -> bool:
         """True only while a stream is open and running (false when muted or lost)."""
-        if self._stream is None or not self._running.is_set():
+        stream = self._stream  # read once: another thread may be asking while we stop
+        if stream is None or not self._running.is_set():
             return False
         try:
-            return bool(self._stream.is_active())
+            return bool(stream.is_active())
         except OSError:
             return False
 
@@ -306,7 +303,6 @@ class PyAudioSource:
     def _callback(self, data: bytes | None, frame_count: int, time_info: Any,
                   status: int) -> tuple[None, int]:
         """PortAudio's thread: hand the block over and nothing else."""
-        self._callbacks += 1
         while self._running.is_set():
             try:
                 self._blocks.put((data or b"", int(status)), timeout=0.02)
@@ -334,8 +330,8 @@ class PyAudioSource:
                         f"capture device {self.name} delivered no audio for {waited:.1f} s"
                     ) from None
         if status & PA_INPUT_OVERFLOW:
-            self.device_overflows += 1
-            n = self.device_overflows
+            self.overflows += 1
+            n = self.overflows
             if n == 1 or n % 100 == 0:
                 log.warning("input overflow on %s (%d so far): audio was lost because the "
                             "audio loop fell behind", self.name, n)
@@ -379,7 +375,11 @@ def _new_portaudio(factory: PyAudioFactory | None) -> Any:
     # Never let libjack try to launch a JACK server while PortAudio probes its host APIs.
     os.environ.setdefault("JACK_NO_START_SERVER", "1")
     with _init_lock, _quiet_stderr():
-        return _default_factory()
+        try:
+            return _default_factory()
+        except OSError as exc:
+            raise AudioDeviceError(f"PortAudio could not start ({exc}); check that ALSA "
+                                   "works: `arecord -l` lists the capture devices") from None
 
 
 def _terminate(pa: Any) -> None:

@@ -47,7 +47,12 @@ class FileSource:
         if self._f.frames == 0:
             self._f.close()
             raise AudioFormatError(f"{self.path} holds no audio samples")
-        self._asm = FrameAssembler(self._f.samplerate, self._f.channels, self.channel)
+        try:
+            self._asm = FrameAssembler(self._f.samplerate, self._f.channels, self.channel)
+        except AudioFormatError as exc:
+            self._f.close()  # a bad channel must not leave the file open
+            self._f = None
+            raise AudioFormatError(f"{self.path}: {exc}") from None
 
     @property
     def duration_s(self) -> float:
@@ -61,7 +66,7 @@ class FileSource:
 
     def read(self) -> np.ndarray | None:
         while not self._queue:
-            if self._eof:
+            if self._eof or self._f is None:  # ended or closed
                 return None
             self._fill()
         return self._queue.pop(0)
@@ -79,6 +84,7 @@ class FileSource:
             self._eof = True
 
     def close(self) -> None:
+        self._queue.clear()
         if self._f is not None:
             self._f.close()
             self._f = None

@@ -12,13 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.app import build_detector, build_recorder, model_store
-from edge.audio.file import FileSource
-from edge.clip import Clip
 from edge.config import Config, load_config, replace
 from edge.errors import UsageError
-from edge.events import EventBus
-from edge.sinks.local import LocalDirSink
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +41,10 @@ def replay_config(args: argparse.Namespace) -> Config:
 
 
 def main(args: argparse.Namespace) -> int:
+    from edge.app import build_detector, model_store
+    from edge.audio.file import FileSource
+    from edge.sinks.local import LocalDirSink
+
     cfg = replay_config(args)
     store = model_store(cfg.wake)
     detector = build_detector(cfg.wake, store)
@@ -63,8 +62,12 @@ def main(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def replay_file(cfg: Config, detector: Any, store: Any, source: FileSource, path: Path,
-                sink: LocalDirSink | None, emit: Any) -> int:
+def replay_file(cfg: Config, detector: Any, store: Any, source: Any, path: Path,
+                sink: Any, emit: Any) -> int:
+    from edge.app import build_recorder
+    from edge.clip import Clip
+    from edge.events import EventBus
+
     detector.reset()
     bus = EventBus()
 

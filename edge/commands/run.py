@@ -39,10 +39,15 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.input is not None:
         cfg = replace(cfg, audio=replace(cfg.audio, input=args.input))
+    from edge.hardware.profiles import apply_audio
+
+    cfg = apply_audio(cfg)  # the profile's capture device, channel and rate
     logging.getLogger().setLevel(cfg.log_level.upper())
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, cfg.log_levels)
     demo = args.demo_if_no_device or cfg.audio.demo_when_no_device
     source = open_source(cfg, demo)
+    if not _live(source):  # a file or the demo: nobody is at a microphone to hear a chime
+        cfg = replace(cfg, hardware=replace(cfg.hardware, chime=False))
     if args.realtime:
         from edge.audio import PacedSource
 
@@ -50,7 +55,22 @@ def main(args: argparse.Namespace) -> int:
 
     from edge.daemon import Daemon
 
-    daemon = Daemon(cfg, source)
+    from edge.hardware.plugin import HardwarePlugin
+
+    plugins: list[Any] = [HardwarePlugin.from_config(cfg)]  # first: the mute is read first
+    if cfg.activations.enabled:
+        from edge.activation_plugin import ActivationLogPlugin
+
+        plugins.append(ActivationLogPlugin(cfg))
+    from edge.upload import UploadPlugin
+
+    plugins.append(UploadPlugin(cfg))
+    from edge.notify import SystemdPlugin
+
+    systemd = SystemdPlugin.from_env()  # Type=notify: READY=1, STATUS=, the watchdog
+    if systemd is not None:
+        plugins.append(systemd)
+    daemon = Daemon(cfg, source, plugins=plugins)
     log.info("listening for %s (state in %s)", ", ".join(daemon.detector.names),
              cfg.state_path)
     daemon.run()
@@ -80,6 +100,13 @@ def open_source(cfg: Any, demo: bool) -> Any:
     source = capture.PyAudioSource(spec, cfg.audio.channel, cfg.audio.rate)
     source.check()  # a wrong name or channel fails now, in one line, not in the reopen loop
     return source
+
+
+def _live(source: Any) -> bool:
+    from edge.audio import ArraySource
+    from edge.audio.file import FileSource
+
+    return not isinstance(source, FileSource | ArraySource)
 
 
 def demo_source() -> Any:

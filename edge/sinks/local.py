@@ -5,11 +5,16 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import soundfile as sf
 
+from edge.bundle import pack
 from edge.clip import Clip
 from edge.fsutil import atomic_write
+
+if TYPE_CHECKING:
+    from edge.crypto import Sealer
 
 
 def wav_bytes(clip: Clip) -> bytes:
@@ -19,15 +24,25 @@ def wav_bytes(clip: Clip) -> bytes:
 
 
 class LocalDirSink:
-    """Writes ``<id>.wav`` then ``<id>.json``; the sidecar's presence marks a complete clip."""
+    """Writes ``<id>.wav`` then ``<id>.json``; the sidecar's presence marks a complete clip.
+
+    With a ``sealer`` (``upload.encrypt_to``) it writes only ``<id>.sealed``: the
+    metadata and WAV sealed together, so no clip touches the disk in the clear
+    (``edge decrypt`` opens it).
+    """
 
     name = "local"
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, sealer: Sealer | None = None) -> None:
         self.directory = directory
+        self.sealer = sealer
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def deliver(self, clip: Clip) -> str:
+        if self.sealer is not None:
+            sealed = self.directory / f"{clip.id}.sealed"
+            atomic_write(sealed, self.sealer.seal(pack(clip.metadata(), wav_bytes(clip))))
+            return str(sealed)
         wav = self.directory / f"{clip.id}.wav"
         atomic_write(wav, wav_bytes(clip))
         meta = dict(clip.metadata(), file=wav.name)

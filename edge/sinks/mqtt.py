@@ -28,9 +28,9 @@ from edge.destinations import (
     mqtt_topic,
     need_file,
     read_secret,
-    reason,
     wire_metadata,
 )
+from edge.destinations import reason as why_failed
 from edge.errors import UploadError
 from edge.outbox import Entry
 
@@ -109,8 +109,8 @@ class MqttSender:
             raise UploadError(f"TLS handshake with {self._where} failed ({exc.reason}); check "
                               "upload.mqtt.tls, port, ca, cert and key") from None
         except (OSError, ValueError) as exc:
-            raise UploadError(f"cannot reach {self._where} ({reason(exc)}); check upload.mqtt.host"
-                              " and port, and that the broker is running") from None
+            raise UploadError(f"cannot reach {self._where} ({why_failed(exc)}); check "
+                              "upload.mqtt.host and port, and that the broker is running") from None
         self._client = client
         client.loop_start()
         deadline = time.monotonic() + cfg.timeout_s

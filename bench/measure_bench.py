@@ -1,0 +1,218 @@
+"""`edge measure` against a loop over openwakeword 0.6.0's Model.predict, same files, same box.
+
+    .venv/bin/python bench/measure_bench.py                # 3 files of 10 min (30 min)
+    .venv/bin/python bench/measure_bench.py --minutes 2    # a quick look
+
+Audio (cached as WAV in bench/.cache/): each file is synthesized prose
+(``edge.synth.prose``) over pink room noise at -50 dBFS, with "hey jarvis" spoken
+every 2.5 minutes. One wake word, hey_jarvis, and the model files of models/.
+
+Runs, one after the other, each in its own process so CPU time is its own:
+
+* ``openwakeword``: for each file a fresh ``openwakeword.model.Model``
+  (inference_framework="onnx", ncpu=1), ``predict`` on every 80 ms frame read
+  through ``edge.audio.file.FileSource`` (the same conversion as everything else);
+* ``engine``: the device's StreamingEngine (app.build_engine, the default config:
+  idle gate on), ``process`` on every frame: the reference for agreement;
+* ``measure -j1`` and ``measure -j2``: ``edge measure FILES --jobs N`` end to end
+  (interpreter start, model loading, workers, sweep, plots and report).
+
+Measured: wall seconds, CPU seconds (the process and its children) and
+throughput (audio seconds per wall second); the targets: ``measure`` at the
+default ``--jobs`` (the core count) at least 5x the throughput of the openwakeword
+loop, and detections identical to the streaming engine's: the same frames at the
+device threshold, and the same counts at every threshold of the sweep.
+Results: a table on stdout and bench/results/measure.json. Exit 1 if a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "bench" / ".cache"
+RESULTS = ROOT / "bench" / "results"
+WAKE = "hey_jarvis"
+TARGET_SPEEDUP = 5.0
+
+
+def corpus(minutes: float, files: int) -> list[Path]:
+    import numpy as np
+    import soundfile as sf
+
+    from edge import synth
+
+    out = []
+    for i in range(files):
+        path = CACHE / f"measure-{minutes:g}min-{i}.wav"
+        if not path.exists():
+            print(f"synthesizing {path.name} (once; cached in bench/.cache/)", flush=True)
+            hj = synth.speak("hey jarvis")
+            parts = []
+            for k in range(max(1, round(minutes / 2.5))):
+                parts += [synth.prose(min(150.0, minutes * 60) - 2.0, seed=100 * i + k), hj]
+            pcm = synth.concat(parts)
+            pcm = (pcm.astype(np.int32) + synth.pink_noise(len(pcm) / 16000, -50.0, seed=i)
+                   ).clip(-32768, 32767).astype(np.int16)
+            CACHE.mkdir(parents=True, exist_ok=True)
+            sf.write(str(path), pcm, 16000, subtype="PCM_16")
+        out.append(path)
+    return out
+
+
+# --- children ---------------------------------------------------------------------------
+
+def child_openwakeword(files: list[str]) -> dict[str, Any]:
+    import numpy as np
+    from openwakeword.model import Model
+
+    from edge.audio.file import FileSource
+    from edge.modelstore import ModelStore
+
+    store = ModelStore.default()
+    scores = {}
+    for f in files:
+        np.random.seed(0)
+        model = Model(wakeword_models=[str(store.path(WAKE))], inference_framework="onnx",
+                      melspec_model_path=str(store.path("melspectrogram")),
+                      embedding_model_path=str(store.path("embedding")), ncpu=1)
+        key = next(iter(model.models))
+        src = FileSource(f)
+        out = []
+        while (frame := src.read()) is not None:
+            out.append(model.predict(frame)[key])
+        scores[f] = np.array(out, dtype=np.float32)
+    return {"frames": sum(len(s) for s in scores.values())}
+
+
+def child_engine(files: list[str], scores_out: str) -> dict[str, Any]:
+    import numpy as np
+
+    from edge.app import build_engine
+    from edge.audio.file import FileSource
+    from edge.config import WakeConfig
+
+    engine = build_engine(WakeConfig(models=[WAKE]))
+    scores = {}
+    for f in files:
+        engine.reset()
+        src = FileSource(f)
+        out = []
+        while (frame := src.read()) is not None:
+            out.append(engine.process(frame))
+        scores[f] = np.array(out, dtype=np.float32)
+    np.savez(scores_out, **{str(i): scores[f] for i, f in enumerate(files)})
+    return {"frames": sum(len(s) for s in scores.values())}
+
+
+def run_timed(cmd: list[str]) -> dict[str, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])}... failed:\n{proc.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+
+
+# --- the parent -------------------------------------------------------------------------
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10.0, help="minutes per file")
+    ap.add_argument("--files", type=int, default=3)
+    ap.add_argument("--child", choices=["openwakeword", "engine"])
+    ap.add_argument("--scores-out")
+    ap.add_argument("paths", nargs="*")
+    args = ap.parse_args(argv)
+    if args.child == "openwakeword":
+        print(json.dumps(child_openwakeword(args.paths)))
+        return 0
+    if args.child == "engine":
+        print(json.dumps(child_engine(args.paths, args.scores_out)))
+        return 0
+
+    import numpy as np
+
+    from edge.app import build_policy
+    from edge.config import WakeConfig
+    from edge.measure.sweep import DEFAULT_THRESHOLDS, activations, policy_at
+
+    files = [str(p) for p in corpus(args.minutes, args.files)]
+    import soundfile as sf
+
+    audio_s = sum(sf.info(f).duration for f in files)
+    me = [sys.executable, str(Path(__file__).resolve())]
+    runs: dict[str, dict[str, Any]] = {}
+    print(f"{len(files)} files, {audio_s / 60:.1f} min of audio; {os.cpu_count()} cores",
+          flush=True)
+    runs["openwakeword"] = run_timed([*me, "--child", "openwakeword", *files])
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = str(Path(tmp) / "engine.npz")
+        runs["engine"] = run_timed([*me, "--child", "engine", "--scores-out", npz, *files])
+        engine_scores = np.load(npz)
+        ref = [engine_scores[str(i)] for i in range(len(files))]
+        reports = {}
+        for jobs in (1, 2):
+            out = Path(tmp) / f"out{jobs}"
+            runs[f"measure -j{jobs}"] = run_timed(
+                [sys.executable, "-m", "edge", "measure", *files, "--model", WAKE, "--quiet",
+                 "--jobs", str(jobs), "--out", str(out)])
+            reports[jobs] = json.loads((out / "report.json").read_text())
+            rows = (out / "snippets.csv").read_text().splitlines()[1:]
+            reports[jobs]["_detections"] = sorted(
+                (r.split(",")[0], r.split(",")[1]) for r in rows)
+    for r in runs.values():
+        r["x_realtime"] = round(audio_s / r["wall_s"], 1)
+    base = runs["openwakeword"]["wall_s"]
+    for name, r in runs.items():
+        r["speedup_vs_openwakeword"] = round(base / r["wall_s"], 2)
+
+    # Agreement with the streaming engine: frames at the device threshold, counts over the sweep.
+    wake = WakeConfig(models=[WAKE])
+    policy = build_policy(wake, (WAKE,)).models[0]
+    expected = sorted((f, f"{d.t:.2f}") for f, s in zip(files, ref, strict=True)
+                      for d in activations(s[:, 0], policy))
+    counts = {t: sum(len(activations(s[:, 0], policy_at(wake, (WAKE,), WAKE, t))) for s in ref)
+              for t in DEFAULT_THRESHOLDS}
+    agree = {}
+    for jobs, rep in reports.items():
+        swept = {p["threshold"]: p["activations"] for p in rep["models"][WAKE]["sweep"]}
+        agree[jobs] = {
+            "same_detections_at_device_threshold": rep["_detections"] == expected,
+            "same_counts_over_sweep": all(swept[t] == n for t, n in counts.items()),
+        }
+    default_jobs = os.cpu_count() or 1
+    best = runs[f"measure -j{min(default_jobs, 2)}"]["speedup_vs_openwakeword"]
+    ok = best >= TARGET_SPEEDUP and all(all(a.values()) for a in agree.values())
+
+    print(f"\n{'run':<14}{'wall s':>9}{'CPU s':>9}{'x realtime':>12}{'vs oww':>9}")
+    for name, r in runs.items():
+        print(f"{name:<14}{r['wall_s']:>9.1f}{r['cpu_s']:>9.1f}{r['x_realtime']:>12.1f}"
+              f"{r['speedup_vs_openwakeword']:>8.2f}x")
+    print(f"detections at 0.5: {len(expected)}; agreement: {agree}")
+    print(f"target: measure at --jobs {min(default_jobs, 2)} >= {TARGET_SPEEDUP}x: "
+          f"{'met' if ok else 'MISSED'}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "measure.json").write_text(json.dumps({
+        "audio_s": round(audio_s, 1), "files": len(files), "cores": os.cpu_count(),
+        "runs": runs, "detections_at_device_threshold": len(expected),
+        "agreement_with_streaming_engine": agree, "target_speedup": TARGET_SPEEDUP,
+        "target_met": ok,
+    }, indent=2) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

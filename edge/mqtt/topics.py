@@ -1,0 +1,135 @@
+"""Topic names under ``<base>/<device id>/``, broker settings, and the ``[mqtt]`` checks.
+
+>>> t = DeviceTopics("edge", "3f9a1c0d5e7b2a41")
+>>> t.cmd("label"), t.result("label")
+('edge/3f9a1c0d5e7b2a41/cmd/label', 'edge/3f9a1c0d5e7b2a41/cmd/label/result')
+>>> parse_topic("edge", "edge/3f9a1c0d5e7b2a41/event/activation")
+('3f9a1c0d5e7b2a41', 'event/activation')
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+from edge.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from edge.config import MqttConfig
+
+DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What a device id may look like on the wire (ours are 16 hex digits)."""
+
+
+def check_base_topic(value: str, key: str) -> None:
+    if not value or value.strip("/") != value or any(c in value for c in "#+\0"):
+        raise ConfigError(f"{key} = {value!r} is not allowed; use topic levels without "
+                          "wildcards or leading/trailing '/', e.g. 'edge'")
+
+
+def check_mqtt_config(m: MqttConfig) -> None:
+    """Cross-field checks that one key's range cannot express."""
+    if m.enabled and not m.host:
+        raise ConfigError("mqtt.enabled = true needs mqtt.host, the broker's host name or "
+                          "address")
+    if m.key and not m.cert:
+        raise ConfigError("mqtt.key is set but mqtt.cert is not; give the client certificate "
+                          "too, or neither")
+    check_base_topic(m.base_topic, "mqtt.base_topic")
+    check_base_topic(m.discovery_prefix, "mqtt.discovery_prefix")
+    if m.threshold_min > m.threshold_max:
+        raise ConfigError(f"mqtt.threshold_min = {m.threshold_min} is larger than "
+                          f"mqtt.threshold_max = {m.threshold_max}")
+
+
+@dataclass(frozen=True)
+class DeviceTopics:
+    base: str
+    device_id: str
+
+    @property
+    def root(self) -> str:
+        return f"{self.base}/{self.device_id}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.root}/status"
+
+    @property
+    def state(self) -> str:
+        return f"{self.root}/state"
+
+    @property
+    def activation(self) -> str:
+        return f"{self.root}/event/activation"
+
+    @property
+    def commands(self) -> str:
+        """The subscription: one level only, so our own ``.../result`` never comes back."""
+        return f"{self.root}/cmd/+"
+
+    def cmd(self, name: str) -> str:
+        return f"{self.root}/cmd/{name}"
+
+    def result(self, name: str) -> str:
+        return f"{self.root}/cmd/{name}/result"
+
+
+def parse_topic(base: str, topic: str) -> tuple[str, str] | None:
+    """``(device id, rest)`` for a topic under ``<base>/<device id>/``; None otherwise."""
+    prefix = base + "/"
+    if not topic.startswith(prefix):
+        return None
+    device, _, rest = topic[len(prefix):].partition("/")
+    if not DEVICE_ID.fullmatch(device) or not rest:
+        return None
+    return device, rest
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """How to reach a broker; ``[mqtt]`` and ``--broker URL`` both become one of these."""
+
+    host: str
+    port: int = 1883
+    tls: bool = False
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    username: str = ""
+    password_file: str = ""
+    protocol: str = "5"
+    keepalive_s: int = 60
+    key_prefix: str = "mqtt"
+    """Config key prefix named in errors (``mqtt`` or ``--broker``)."""
+
+    @property
+    def where(self) -> str:
+        return f"MQTT broker {self.host}:{self.port}"
+
+    @classmethod
+    def from_config(cls, m: MqttConfig) -> BrokerSettings:
+        return cls(m.host, m.port, m.tls, m.ca, m.cert, m.key, m.username, m.password_file,
+                   m.protocol)
+
+
+def broker_from_url(url: str, *, ca: str = "", username: str = "", password_file: str = "",
+                    protocol: str = "5") -> BrokerSettings:
+    """``mqtt://host[:1883]`` or ``mqtts://host[:8883]``; credentials never in the URL."""
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise UsageError(f"--broker {url!r} is not a broker URL; give mqtt://HOST[:PORT] or "
+                         "mqtts://HOST[:PORT] (TLS)")
+    if parts.username or parts.password:
+        raise UsageError("--broker holds credentials; give --username and --password-file "
+                         "instead (a URL ends up in logs and process lists)")
+    tls = parts.scheme == "mqtts"
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError:
+        raise UsageError(f"--broker {url!r} has a bad port; give a number from 1 to "
+                         "65535") from None
+    return BrokerSettings(unquote(parts.hostname), port, tls, ca, "", "", username,
+                          password_file, protocol, key_prefix="--broker")

@@ -1,0 +1,97 @@
+"""Retention and purge: nothing with audio outlives ``upload.retention_days``, and
+``edge purge --yes`` deletes every clip, the outbox and the activation audio at once.
+
+Expiry goes by a file's modification time (when it was written); queued clips
+expire through the outbox, so its index stays consistent. The ledger and the
+device id hold no audio and are kept: the ledger is the owner's record of what
+left the device.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.ledger import Ledger
+from edge.lockfile import LockFile
+from edge.outbox import Outbox
+from edge.places import AudioPlace, audio_places, ledger_path, lock_path
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86400.0
+
+
+@dataclass
+class Removed:
+    label: str
+    path: Path
+    files: int = 0
+    bytes: int = 0
+
+
+def files_in(place: AudioPlace) -> list[Path]:
+    if not place.path.is_dir():
+        return []
+    seen: dict[Path, None] = {}
+    for pattern in place.patterns:
+        for f in place.path.glob(pattern):
+            if f.is_file():
+                seen[f] = None
+    return sorted(seen)
+
+
+def expire(cfg: Any, now: float, outbox: Outbox | None = None) -> list[Removed]:
+    """Delete audio and clip metadata older than the retention; what went, per place."""
+    days = cfg.upload.retention_days
+    if days <= 0:
+        return []
+    cutoff = now - days * DAY_S
+    out = []
+    for place in audio_places(cfg):
+        if place.label in ("outbox queue", "outbox index"):
+            continue
+        r = Removed(place.label, place.path)
+        for f in files_in(place):
+            try:
+                st = f.stat()
+                if st.st_mtime < cutoff:
+                    f.unlink()
+                    r.files += 1
+                    r.bytes += st.st_size
+            except OSError as exc:
+                log.warning("could not delete expired %s: %s", f, exc)
+        out.append(r)
+    if outbox is not None:
+        out.append(Removed("outbox queue", outbox.spool, outbox.expire(cutoff)))
+    gone = [r for r in out if r.files]
+    if gone:
+        log.info("retention (%g days) deleted %s", days,
+                 ", ".join(f"{r.files} file(s) from {r.label}" for r in gone))
+    return out
+
+
+def purge(cfg: Any) -> list[Removed]:
+    """Delete every clip, the outbox and activation audio; refuse while the recorder runs."""
+    with LockFile(lock_path(cfg), "the recorder"):
+        out = []
+        for place in audio_places(cfg):
+            r = Removed(place.label, place.path)
+            for f in files_in(place):
+                try:
+                    size = f.stat().st_size
+                    f.unlink()
+                except FileNotFoundError:
+                    continue
+                r.files += 1
+                r.bytes += size
+            out.append(r)
+        total = sum(r.files for r in out)
+        if total:
+            ledger = Ledger(ledger_path(cfg))
+            ledger.append(clip="*", result="purged", bytes=sum(r.bytes for r in out),
+                          note=f"{total} file(s) deleted by edge purge")
+            ledger.close()
+        return out

@@ -1,0 +1,90 @@
+"""Helpers for the upload tests: clips, configs and outboxes made to order."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.clip import Clip
+from edge.config import Config, HttpsUploadConfig, MqttUploadConfig, OutputConfig, UploadConfig
+from edge.ledger import Ledger
+from edge.outbox import Outbox
+from edge.sinks.local import wav_bytes
+from edge.uploader import Sender, Uploader
+
+DEVICE = "0123456789abcdef"
+
+
+def make_clip(seconds: float = 1.0, seed: int = 0, clip_id: str | None = None) -> Clip:
+    rng = np.random.default_rng(seed)
+    audio = (rng.standard_normal(int(seconds * 16000)) * 3000).astype(np.int16)
+    return Clip(id=clip_id or str(uuid.UUID(int=int(rng.integers(1 << 62)), version=4)),
+                activation_id=str(uuid.uuid4()), model="hey_jarvis", score=0.9, threshold=0.5,
+                start=1.0, end=1.0 + seconds, detection_t=2.0, reason="silence",
+                vad_speech_ratio=0.5, wall_time=1_700_000_000.0, audio=audio)
+
+
+def upload_cfg(state: Path, mode: str = "off", *, keep_local: bool = False,
+               mqtt: dict[str, Any] | None = None, https: dict[str, Any] | None = None,
+               **upload: Any) -> Config:
+    upload.setdefault("retry_min_s", 0.05)
+    upload.setdefault("retry_max_s", 0.2)
+    return Config(
+        state_dir=str(state),
+        output=OutputConfig(keep_local=keep_local),
+        upload=UploadConfig(mode=mode, mqtt=MqttUploadConfig(**(mqtt or {})),
+                            https=HttpsUploadConfig(**(https or {})), **upload),
+    )
+
+
+def mqtt_opts(broker: Any, **kw: Any) -> dict[str, Any]:
+    return {"host": broker.host, "port": broker.port, "tls": False, "timeout_s": 5.0, **kw}
+
+
+class Rig:
+    """Outbox + ledger + uploader thread with a short backoff, around one real sender."""
+
+    def __init__(self, tmp: Path, sender: Sender) -> None:
+        self.ledger = Ledger(tmp / "ledger.jsonl")
+        self.outbox = Outbox(tmp / "outbox", ledger=self.ledger)
+        self.sender = sender
+        self.uploader = Uploader(self.outbox, sender, self.ledger, retry_min_s=0.05,
+                                 retry_max_s=0.2)
+        self.uploader.start()
+
+    def put(self, n: int, seed: int = 0, seconds: float = 0.5) -> dict[str, bytes]:
+        clips = {}
+        for i in range(n):
+            c = make_clip(seconds, seed=seed + i)
+            wav = wav_bytes(c)
+            self.outbox.put(c.id, wav, "audio/wav", c.metadata())
+            clips[c.id] = wav
+        self.uploader.wake()
+        return clips
+
+    def wait_failures(self, n: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.uploader.failures < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.uploader.failures >= n
+
+    def wait_empty(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.outbox.count() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.outbox.count() == 0
+
+    def close(self) -> None:
+        self.uploader.stop()
+        self.sender.close()
+        self.outbox.close()
+
+
+def errors(caplog: Any, text: str) -> list[str]:
+    """ERROR log messages containing ``text``."""
+    return [r.getMessage() for r in caplog.records
+            if r.levelname == "ERROR" and text in r.getMessage()]
