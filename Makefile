@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edge-installed
 SOURCES_STAMP := pyproject.toml
 
-.PHONY: setup apt venv models run test lint bench clean
+.PHONY: setup apt venv models run test lint bench clean install uninstall purge
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 setup: apt venv models
 
@@ -38,6 +39,7 @@ run: setup
 lint: venv
 	$(BIN)/ruff check edge tests bench
 	$(BIN)/mypy edge
+	shellcheck install.sh
 
 test: setup lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -47,3 +49,13 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The Pi service (install.sh): install or upgrade in place, remove (keeps the data), remove all.
+install:
+	$(SUDO) ./install.sh $(ARGS)
+
+uninstall:
+	$(SUDO) ./install.sh --uninstall
+
+purge:
+	$(SUDO) ./install.sh --purge

@@ -171,11 +171,11 @@ class FalseAudioKeeper:
         if self._sealer is not None:
             from edge.bundle import pack
 
-            meta = {"activation_id": ev.activation_id, "model": ev.detection.model,
-                    "score": ev.detection.score, "threshold": ev.detection.threshold,
-                    "reason": ev.reason, "wall_time": ev.wall_time,
-                    "duration_s": ev.duration_s, "sample_rate": SAMPLE_RATE,
-                    "kind": "false_activation"}
+            d = ev.detection
+            meta = {"id": ev.activation_id, "activation_id": ev.activation_id,
+                    "model": d.model, "score": d.score, "threshold": d.threshold,
+                    "reason": ev.reason, "wall_time": ev.wall_time, "duration_s": ev.duration_s,
+                    "sample_rate": SAMPLE_RATE, "kind": "false_activation"}
             name = f"{ev.activation_id}.sealed"
             atomic_write(self.directory / name, self._sealer.seal(pack(meta, data)))
         else:
@@ -206,6 +206,13 @@ class _Checkpoint:
 
 
 @dataclass(frozen=True)
+class _Thresholds:
+    t: float
+    wall: float
+    models: dict[str, float]
+
+
+@dataclass(frozen=True)
 class _Final:
     t: float
 
@@ -233,6 +240,7 @@ class ActivationLogPlugin:
         self.dropped_ops = 0
         self._daemon: Any = None
         self._models: dict[str, float] = {}
+        self._policies: list[Any] = []
         self._q: queue.Queue[Any] = queue.Queue(maxsize=2000)
         self._ops: deque[Op] = deque()
         self._lock = threading.RLock()
@@ -257,6 +265,7 @@ class ActivationLogPlugin:
         self.tap = ScoreTap(detector.engine, detector.policy)
         detector.engine = self.tap
         self._models = {m.model: m.threshold for m in detector.policy.models}
+        self._policies = list(detector.policy.models)
         if self.acfg.keep_false_activation_audio:
             self.keeper = FalseAudioKeeper(Path(self.cfg.state_path) / FALSE_AUDIO_DIR,
                                            self.cfg.upload.encrypt_to)
@@ -325,10 +334,17 @@ class ActivationLogPlugin:
         if not self._hook_started:
             self._hook_started = True
             self._offer(_Start(self.clock.wall()))
-        if self._ck_frames and self._daemon.recorder.frame_index >= self._next_ck:
-            fi = self._daemon.recorder.frame_index
+        fi = self._daemon.recorder.frame_index
+        if self._ck_frames and fi >= self._next_ck:
             self._next_ck = fi + self._ck_frames
             self._offer(_Checkpoint(fi * FRAME_S, self.clock.wall()))
+        models = self._daemon.detector.policy.models
+        if any(a is not b for a, b in zip(models, self._policies, strict=False)):
+            # a threshold was changed at run time (MQTT set_threshold): a new period, so
+            # listening hours stay attributed to the threshold in force
+            self._policies = list(models)
+            self._offer(_Thresholds((fi - 1) * FRAME_S, self.clock.wall(),
+                                    {m.model: m.threshold for m in models}))
 
     def _offer(self, item: Any) -> None:
         try:
@@ -376,6 +392,11 @@ class ActivationLogPlugin:
             if self._period is not None:
                 self._checkpoint(self._period, max(0.0, item.t - self._period.start_t),
                                  item.wall)
+        elif isinstance(item, _Thresholds):
+            self._models = item.models
+            if self._period is not None:
+                self._end_period(item.t, "threshold_changed", item.wall)
+                self._start_period(item.wall, item.t)
         elif isinstance(item, _Final):
             if self._period is not None:
                 self._end_period(item.t, "stopped")
@@ -405,10 +426,10 @@ class ActivationLogPlugin:
 
         self._submit(write)
 
-    def _end_period(self, t: float, reason: str) -> None:
+    def _end_period(self, t: float, reason: str, wall: float | None = None) -> None:
         p, self._period = self._period, None
         assert p is not None
-        heard, wall = max(0.0, t - p.start_t), self.clock.wall()
+        heard, wall = max(0.0, t - p.start_t), wall or self.clock.wall()
 
         def write(s: ActivationLog) -> None:
             if p.n is None:  # its start was never written: write it whole
@@ -448,7 +469,7 @@ class ActivationLogPlugin:
             id=ev.activation_id, wall_time=ev.wall_time, model=d.model, threshold=d.threshold,
             peak_score=round(peak, 6), frames_over=frames_over, clip_id=ev.clip_id,
             duration_s=round(ev.duration_s, 3), vad_speech_ratio=round(ev.vad_speech_ratio, 4),
-            end_reason=ev.reason, outcome=outcome_for(ev.reason, ev.clip_id),
+            end_reason=ev.reason, outcome=outcome_for(ev.reason, ev.clip_id, self._sinks_keep()),
             likely_false=bool(ev.likely_false or flags), flags=tuple(flags),
             verifier=self.verifier.name if verdict is not None and self.verifier else None,
             verifier_accept=verdict.accept if verdict is not None else None,
@@ -464,6 +485,13 @@ class ActivationLogPlugin:
                 self._in_flight.discard(row.id)
 
         self._submit(write)
+
+    def _sinks_keep(self) -> bool:
+        """Whether a clip handed to the sinks is kept (locally or queued for upload)."""
+        sinks = getattr(getattr(self._daemon, "dispatcher", None), "sinks", None)
+        if sinks is None:
+            return True
+        return any(getattr(s, "name", "") != "discard" for s in sinks)
 
     # ---- writing, holding and retrying ----------------------------------------
 

@@ -6,7 +6,7 @@ transaction, when the activation ends. The database is in WAL mode with
 power cut leaves either the whole row or none of it. Nothing is written while
 the device sits idle; see ``edge.activation_plugin`` for when writes happen.
 
->>> log = ActivationLog.open(Path("activations.sqlite3"))
+>>> log = ActivationLog.open(Path("activations.sqlite3"))   # doctest: +SKIP
 >>> n = log.record(row)                              # doctest: +SKIP
 >>> log.label(str(n), "false", "cli")                # doctest: +SKIP
 """
@@ -31,7 +31,6 @@ from edge.places import FALSE_AUDIO_DIR as FALSE_AUDIO_DIR  # written by the log
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-DB_NAME = "activations.sqlite3"
 
 OUTCOMES = ("uploaded", "kept", "discarded", "aborted_by_mute", "cancelled_by_user", "no_speech")
 LABELS = ("unknown", "true", "false")
@@ -130,12 +129,16 @@ class ActivationRow:
     labelled_at: float | None = None
 
 
-def outcome_for(reason: str, clip_id: str | None) -> str:
-    """The outcome recorded when an activation ends (``uploaded`` comes later)."""
+def outcome_for(reason: str, clip_id: str | None, sinks_keep: bool = True) -> str:
+    """The outcome recorded when an activation ends (``uploaded`` comes later).
+
+    ``sinks_keep``: whether the clip sinks keep a clip (false when the only sink
+    discards it: upload off and no local copy).
+    """
     if reason in ("aborted_by_mute", "cancelled_by_user"):
         return reason
     if clip_id is not None:
-        return "kept"
+        return "kept" if sinks_keep else "discarded"
     return "no_speech" if reason == "no_speech" else "discarded"
 
 

@@ -34,6 +34,9 @@ COMMANDS = {
     "log": "edge.commands.log",
     "label": "edge.commands.label",
     "stats": "edge.commands.stats",
+    "doctor": "edge.commands.doctor",
+    "dashboard": "edge.commands.dashboard",
+    "simulate-fleet": "edge.commands.simulate_fleet",
 }
 
 

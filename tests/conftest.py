@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.alsa",
     "tests.fixtures.audio",
+    "tests.fixtures.browser",
     "tests.fixtures.fuzz",
     "tests.fixtures.hardware",
     "tests.fixtures.https",

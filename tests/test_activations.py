@@ -12,6 +12,7 @@ import soundfile as sf
 
 from edge.activations import ActivationLog, ActivationLogError, parse_since
 from edge.bundle import unpack
+from edge.cli import main as edge
 from edge.config import RecordConfig, UploadConfig
 from edge.crypto import new_keypair, open_sealed
 from edge.errors import UsageError
@@ -241,6 +242,19 @@ def test_listening_periods_follow_mute_and_count_heard_audio(tmp_path):
     assert q.start_wall - p.start_wall >= 600
 
 
+def test_a_threshold_changed_at_run_time_starts_a_new_period(tmp_path):
+    h = Harness(config(tmp_path), {})
+    h.feed(50)
+    h.detector.policy.set_threshold("m", 0.7)  # as MQTT's set_threshold does, between frames
+    h.feed(25)
+    h.close()
+    with ActivationLog.open(tmp_path / "activations.sqlite3") as s:
+        p, q = s.periods()
+    assert (p.models, p.heard_s, p.end_reason) == ({"m": 0.5}, pytest.approx(4.0),
+                                                   "threshold_changed")
+    assert (q.models, q.heard_s, q.end_reason) == ({"m": 0.7}, pytest.approx(2.0), "stopped")
+
+
 def test_labels_for_an_activation_still_recording_are_applied_when_it_ends(tmp_path):
     h = Harness(config(tmp_path), {40: 0.9})
     h.feed(45, loud={42, 43, 44})
@@ -287,6 +301,12 @@ def test_false_wake_audio_is_sealed_when_encryption_at_rest_is_on(tmp_path):
     assert r["audio_file"].endswith(".sealed") and b"RIFF" not in sealed
     meta, wav = unpack(open_sealed(sealed, private))
     assert meta["activation_id"] == r["id"] and wav.startswith(b"RIFF")
+    key = tmp_path / "owner.key"
+    key.write_text(private)
+    assert edge(["decrypt", "--key", str(key), "--out", str(tmp_path / "open"),
+                 str(tmp_path / r["audio_file"])]) == 0
+    audio, rate = sf.read(tmp_path / "open" / f"{r['id']}.wav", dtype="int16")
+    assert rate == 16000 and len(audio) == pytest.approx(r["duration_s"] * 16000, abs=1280)
 
 
 def test_retention_and_purge_cover_kept_false_wake_audio(tmp_path):
@@ -314,3 +334,15 @@ def test_no_speech_kept_as_clip_is_still_flagged(tmp_path):
     h.close()
     (r,) = rows(tmp_path / "activations.sqlite3")
     assert (r["outcome"], r["likely_false"], r["clip_id"]) == ("kept", 1, h.clips[0].id)
+
+
+def test_the_outbox_marks_clips_uploaded_through_the_plugin(tmp_path):
+    h = Harness(config(tmp_path), {40: 0.9, 100: 0.9})
+    h.feed(70, loud=set(range(41, 50)))
+    assert h.plugin.mark_uploaded(h.clips[0].id)
+    h.feed(60, loud=set(range(101, 110)))
+    second = h.clips[1].id
+    h.plugin.mark_uploaded(second)  # perhaps before its row is written: it is remembered
+    h.close()
+    assert [r["outcome"] for r in rows(tmp_path / "activations.sqlite3")] == ["uploaded",
+                                                                              "uploaded"]

@@ -16,6 +16,7 @@ from edge.clock import FakeClock
 from edge.config import WakeConfig, replace
 from edge.daemon import Daemon
 from edge.engine import FRAME_SAMPLES
+from edge.upload import DiscardSink
 from tests.activation_helpers import config
 from tests.fixtures.audio import phrase, prose
 
@@ -26,14 +27,16 @@ def frames_in(stream: np.ndarray) -> int:
     return -(-len(stream) // FRAME_SAMPLES)
 
 
-def run_daemon(cfg, stream: np.ndarray, on_detection=None) -> tuple[Daemon, FakeClock]:  # type: ignore[no-untyped-def]
+def run_daemon(cfg, stream: np.ndarray, on_detection=None,  # type: ignore[no-untyped-def]
+               **kw) -> tuple[Daemon, FakeClock]:
     """Run the live daemon over ``stream`` with a fake wall clock that keeps pace with it.
 
     ``on_detection[k]`` (k counted from 1) is called with the daemon five frames into
     the k-th activation's recording, on the audio thread, as a GPIO or MQTT command would.
     """
     clock = FakeClock()
-    daemon = Daemon(cfg, ArraySource(stream), clock=clock, plugins=[ActivationLogPlugin(cfg)])
+    daemon = Daemon(cfg, ArraySource(stream), clock=clock, plugins=[ActivationLogPlugin(cfg)],
+                    **kw)
     fired: set[int] = set()
     started: dict[int, int] = {}
 
@@ -138,3 +141,15 @@ def test_rates_are_kept_apart_per_threshold(tmp_path, store):
     assert g5["hours"] == pytest.approx(frames_in(request) * FRAME_S / 3600, rel=1e-4)
     assert g7["hours"] == pytest.approx(frames_in(quiet) * FRAME_S / 3600, rel=1e-4)
     assert report["listening_hours"] == pytest.approx(g5["hours"] + g7["hours"], rel=1e-6)
+
+
+def test_a_clip_nobody_keeps_is_logged_as_discarded(tmp_path, store):
+    cfg = config(tmp_path)
+    cfg = replace(cfg, output=replace(cfg.output, keep_local=False))
+    request = synth.concat([synth.silence(1.0), phrase("hey jarvis"), synth.silence(0.3),
+                            phrase("turn on the kitchen lights"), synth.silence(3.0)])
+    run_daemon(cfg, request, sinks=[DiscardSink()])  # upload off, no local copy
+    with ActivationLog.open(tmp_path / "activations.sqlite3") as log:
+        (r,) = log.rows()
+    assert (r["outcome"], r["end_reason"], r["likely_false"]) == ("discarded", "silence", False)
+    assert r["clip_id"] is not None

@@ -236,3 +236,22 @@ def test_inputs_that_are_all_unreadable_still_get_a_report_and_fail(tmp_path, ca
     assert rc != 0 and "could be read" in capsys.readouterr().err
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["audio_hours"] == 0 and len(report["skipped"]) == 1
+
+
+def test_corpus_reads_keyword_folders_and_leaves_out_its_own_report(tmp_path):
+    from edge.measure.corpus import find_corpus
+
+    (tmp_path / "rec" / "old-report" / "snippets").mkdir(parents=True)
+    (tmp_path / "rec" / "night.wav").write_bytes(b"x")
+    (tmp_path / "rec" / "old-report" / "snippets" / "a.wav").write_bytes(b"x")
+    (tmp_path / "rec" / ".DS_Store").write_bytes(b"x")
+    pos = tmp_path / "pos"
+    (pos / "Hey-Jarvis").mkdir(parents=True)
+    (pos / "Hey-Jarvis" / "1.wav").write_bytes(b"x")
+    (pos / "any.wav").write_bytes(b"x")
+    corpus = find_corpus([tmp_path / "rec"], pos, ("hey_jarvis", "alexa"),
+                         exclude=tmp_path / "rec" / "old-report")
+    assert [j.path.name for j in corpus.negatives] == ["night.wav"]
+    assert [(j.path.name, j.targets) for j in corpus.positives] == [
+        ("1.wav", ("hey_jarvis",)), ("any.wav", ("hey_jarvis", "alexa"))]
+    assert [j.index for j in corpus.jobs] == [0, 1, 2]

@@ -12,8 +12,6 @@ import json
 import re
 from typing import Any
 
-import pytest
-
 from edge.mqtt.discovery import discovery_payload, discovery_topic
 from edge.mqtt.messages import EVENT_TYPE, MODES, activation_message, state_message
 from edge.mqtt.topics import DeviceTopics
@@ -154,10 +152,10 @@ def check_device_discovery(topic: str, payload: dict[str, Any]) -> list[str]:
             problems.append(f"{cid}: device_class {c['device_class']!r} is not a binary "
                             "sensor class")
         if platform == "sensor":
-            if c.get("device_class") == "enum":
-                if not c.get("options") or "unit_of_measurement" in c or "state_class" in c:
-                    problems.append(f"{cid}: an enum sensor needs options, and no unit or "
-                                    "state class")
+            if c.get("device_class") == "enum" and (
+                    not c.get("options") or "unit_of_measurement" in c or "state_class" in c):
+                problems.append(f"{cid}: an enum sensor needs options, and no unit or "
+                                "state class")
             if "state_class" in c and c["state_class"] not in SENSOR_STATE_CLASSES:
                 problems.append(f"{cid}: state_class {c['state_class']!r} is not one")
     return problems

@@ -7,6 +7,7 @@ that nothing that leaves names the machine.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
@@ -57,10 +58,8 @@ def machine_identifiers() -> list[str]:
             ids |= {mac, mac.upper(), mac.replace(":", ""), mac.replace(":", "-"),
                     mac.replace(":", "").upper()}
     for p in (Path("/etc/machine-id"), Path("/proc/device-tree/serial-number")):
-        try:
+        with contextlib.suppress(OSError):
             ids.add(p.read_text().strip("\x00\n "))
-        except OSError:
-            pass
     return sorted(i for i in ids if i and i != "localhost")
 
 
@@ -260,3 +259,19 @@ def test_upload_off_with_keep_local_keeps_clips_only_on_the_device(tmp_path):
     assert daemon.recorder.stats.clips == 2
     assert len(list((tmp_path / "clips").glob("*.wav"))) == 2
     assert not (tmp_path / "outbox").exists()
+
+
+def test_delivered_clips_are_marked_uploaded_in_the_activation_log(https_receiver, tmp_path):
+    from edge.activation_plugin import ActivationLogPlugin
+    from edge.activations import ActivationLog, db_path
+
+    rx = https_receiver()
+    cfg = upload_cfg(tmp_path, "https", https={"url": rx.url, "ca": str(rx.ca_path)})
+    daemon = Daemon(cfg, ArraySource(detections(2)),
+                    plugins=[ActivationLogPlugin(cfg), UploadPlugin(cfg, drain_s=20)])
+    daemon.run(install_signals=False)
+    assert len(rx.ok_bodies()) == 2
+    with ActivationLog.open(db_path(cfg), create=False) as log:
+        rows = log.rows()
+    assert sorted(r["outcome"] for r in rows) == ["uploaded", "uploaded"]
+    assert {r["clip_id"] for r in rows} == set(rx.ok_bodies())

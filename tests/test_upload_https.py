@@ -13,22 +13,16 @@ from edge.ledger import read_ledger
 from edge.sinks.https import HttpsSender
 from tests.fixtures.https import make_tls_files
 from tests.fixtures.mqtt import free_port
-from tests.upload_helpers import DEVICE, Rig, errors
+from tests.upload_helpers import DEVICE, errors, rigs
 
 
 @pytest.fixture
 def rig(tmp_path):
-    made: list[Rig] = []
+    def sender(**kw: Any) -> HttpsSender:
+        return HttpsSender(HttpsUploadConfig(**{"timeout_s": 5.0, **kw}), DEVICE)
 
-    def make(**https: Any) -> Rig:
-        cfg = HttpsUploadConfig(**{"timeout_s": 5.0, **https})
-        r = Rig(tmp_path / f"rig{len(made)}", HttpsSender(cfg, DEVICE))
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
+    with rigs(tmp_path, sender) as make:
+        yield make
 
 
 def test_https_delivers_each_clip_with_its_metadata_and_token(https_receiver, rig, tmp_path,

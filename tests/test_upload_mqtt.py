@@ -13,22 +13,16 @@ from edge.ledger import read_ledger
 from edge.sinks.mqtt import MqttSender
 from tests.fixtures.https import make_tls_files
 from tests.fixtures.mqtt import TlsListener, free_port, make_password_file
-from tests.upload_helpers import DEVICE, Rig, errors
+from tests.upload_helpers import DEVICE, errors, rigs
 
 
 @pytest.fixture
 def rig(tmp_path):
-    made: list[Rig] = []
+    def sender(**kw: Any) -> MqttSender:
+        return MqttSender(MqttUploadConfig(**{"tls": False, "timeout_s": 5.0, **kw}), DEVICE)
 
-    def make(**mqtt: Any) -> Rig:
-        cfg = MqttUploadConfig(**{"tls": False, "timeout_s": 5.0, **mqtt})
-        r = Rig(tmp_path / f"rig{len(made)}", MqttSender(cfg, DEVICE))
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
+    with rigs(tmp_path, sender) as make:
+        yield make
 
 
 def test_mqtt5_delivers_each_clip_once_with_metadata_in_user_properties(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +90,20 @@ def errors(caplog: Any, text: str) -> list[str]:
     """ERROR log messages containing ``text``."""
     return [r.getMessage() for r in caplog.records
             if r.levelname == "ERROR" and text in r.getMessage()]
+
+
+@contextlib.contextmanager
+def rigs(tmp: Path, make_sender: Callable[..., Sender]) -> Iterator[Callable[..., Rig]]:
+    """``make(**config)`` -> a running Rig around ``make_sender(**config)``; all closed after."""
+    made: list[Rig] = []
+
+    def make(**config: Any) -> Rig:
+        r = Rig(tmp / f"rig{len(made)}", make_sender(**config))
+        made.append(r)
+        return r
+
+    try:
+        yield make
+    finally:
+        for r in made:
+            r.close()

@@ -83,6 +83,8 @@ class FrameAssembler:
 
 
 def _to_int16(x: np.ndarray) -> np.ndarray:
+    # a float file may hold NaN or huge values: silence and full scale, not undefined casts
+    x = np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
 
 

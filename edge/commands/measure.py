@@ -73,20 +73,24 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs {args.jobs} is not allowed; give 1 or more processes")
     if args.target_fa < 0 or args.pad < 0:
         raise UsageError("--target-fa and --pad must not be negative")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file; give a folder for the report (it is "
+                         "made when missing)")
     cfg = measure_config(args)
     store = model_store(cfg.wake)
     names = tuple(store.resolve(m)[0] for m in cfg.wake.models)
     for feature in ("melspectrogram", "embedding"):
         store.path(feature)  # a missing model is an error now, not in every worker
-    corpus = find_corpus(list(args.paths), args.positives, names)
+    corpus = find_corpus(list(args.paths), args.positives, names, exclude=args.out)
     sizes, unreadable = _probe(corpus.jobs, cfg)
     setup = Setup(cfg, args.out.resolve(), args.pad)
+    _clear_previous(args.out)
     todo = [j for j in corpus.jobs if j.index not in unreadable]
     total_s = sum(sizes[j.index] + (2 * args.pad if j.kind == "positive" else 0) for j in todo)
-    bar = _progress(total_s, args.quiet)
+    bar = _Progress(total_s, args.quiet)
     started = time.monotonic()
     try:
-        results = score_all(todo, setup, args.jobs, sizes, lambda s: bar.update(s / 3600.0))
+        results = score_all(todo, setup, args.jobs, sizes, bar.update)
     finally:
         bar.close()
     wall = time.monotonic() - started
@@ -103,6 +107,13 @@ def main(args: argparse.Namespace) -> int:
         raise EdgeError(f"none of the {len(corpus.negatives)} input files could be read as "
                         f"audio (see {args.out / 'report.json'}); give WAV or FLAC recordings")
     return 0
+
+
+def _clear_previous(out: Path) -> None:
+    """Snippets and plots of an earlier run in the same folder would read as this run's."""
+    for sub, pattern in (("snippets", "*.wav"), ("plots", "*.png")):
+        for f in (out / sub).glob(pattern):
+            f.unlink()
 
 
 def _probe(jobs: list[Any], cfg: Config) -> tuple[dict[int, float], dict[int, Any]]:
@@ -122,23 +133,28 @@ def _probe(jobs: list[Any], cfg: Config) -> tuple[dict[int, float], dict[int, An
     return sizes, bad
 
 
-class _NoBar:
-    def update(self, n: float) -> None:
-        pass
+class _Progress:
+    """Hours of audio done, on stderr with the ETA; silent when not a terminal or --quiet."""
+
+    def __init__(self, total_s: float, quiet: bool) -> None:
+        self.left = total_s / 3600.0
+        self.bar: Any = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.left, unit="h", file=sys.stderr, desc="audio",
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} h "
+                                       "[{elapsed}<{remaining}]")
+
+    def update(self, seconds: float) -> None:
+        step = min(seconds / 3600.0, self.left)  # the last frame's padding is not audio
+        self.left -= step
+        if self.bar is not None:
+            self.bar.update(step)
 
     def close(self) -> None:
-        pass
-
-
-def _progress(total_s: float, quiet: bool) -> Any:
-    """A progress bar on stderr in hours of audio, with the ETA; none when not a terminal."""
-    if quiet or not sys.stderr.isatty():
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=round(total_s / 3600.0, 4), unit="h", file=sys.stderr, desc="audio",
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} h "
-                           "[{elapsed}<{remaining}]")
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _summary(m: Any, out: Path) -> None:

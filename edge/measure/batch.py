@@ -5,7 +5,11 @@ too, with its idle gate, its streamed embedding and its classifiers, so a score
 can never differ from the device's. What is batched is the melspectrogram
 model: for a chunk of frames, the rows of every frame (the frame plus its 480
 samples of context, as the engine asks for them) come from one onnxruntime call
-of shape ``[frames, 1760]``, and the engine is handed them when it asks.
+of shape ``[frames, 1760]``, and the engine is handed them when it asks. The
+model floors its output 80 dB below the maximum of the whole batch (the device's
+floor is per frame), so a frame with rows near that floor is not taken from the
+batch: a second batch tries the frames the first left, and any still left are
+computed alone when the engine asks.
 
 Why the embedding is not batched as well: the device streams it
 (:mod:`edge.streaming_embedding`), which costs less per frame than onnxruntime
@@ -13,9 +17,9 @@ over a whole batch of windows, and a batched stream step is not bit-identical
 to the per-frame one (BLAS sums in a different order for a different matrix
 size), and the tool must never disagree with the device.
 
-Each batch is checked on its first frame against the unbatched model; on any
-difference the cache switches itself off and every row is computed as the
-engine would (slower, still exact).
+Each batch is checked on the kept frame nearest the floor against the unbatched
+model; on any difference the cache switches itself off and every row is
+computed as the engine would (slower, still exact).
 
 >>> scorer = StreamScorer(build_engine(cfg.wake))
 >>> for frames, scores in scorer.run(chunks):   # (n, 1280) int16 -> (n, models)

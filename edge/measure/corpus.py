@@ -57,14 +57,19 @@ def _files_under(path: Path) -> list[Path]:
                                              for part in p.relative_to(path).parts))
 
 
-def find_corpus(paths: list[Path], positives: Path | None,
-                models: tuple[str, ...]) -> Corpus:
-    """The files to measure. Raises :class:`UsageError` for missing or empty inputs."""
+def find_corpus(paths: list[Path], positives: Path | None, models: tuple[str, ...],
+                exclude: Path | None = None) -> Corpus:
+    """The files to measure, leaving out any under ``exclude`` (the report's own folder).
+
+    Raises :class:`UsageError` for missing or empty inputs.
+    """
     negatives: list[Path] = []
     for p in paths:
         if not p.exists():
             raise UsageError(f"input {p} does not exist; give audio files or folders of them")
         negatives += _files_under(p)
+    if exclude is not None:
+        negatives = [p for p in negatives if not p.resolve().is_relative_to(exclude.resolve())]
     if not negatives:
         raise UsageError(
             f"no input files: {', '.join(str(p) for p in paths)} holds no files; give long "

@@ -53,10 +53,9 @@ def det_curve(curves: Mapping[str, Sequence[SweepPoint]], hours: float, title: s
             ax.scatter([a for a, z in zip(x, zero, strict=True) if z],
                        [b for b, z in zip(y, zero, strict=True) if z], facecolors="none",
                        edgecolors=line.get_color(), s=24, zorder=3)
-            for p, a, b in zip(pts, x, y, strict=True):
-                if round(p.threshold * 100) % 10 == 0:
-                    ax.annotate(f"{p.threshold:g}", (a, b), textcoords="offset points",
-                                xytext=(4, 3), fontsize=7, color=line.get_color())
+            for label, a, b in _point_labels(pts, x, y):
+                ax.annotate(label, (a, b), textcoords="offset points", xytext=(4, 3),
+                            fontsize=7, color=line.get_color())
         ax.set_xscale("log")
         ax.set_xlabel(f"false accepts per hour (log; hollow: none in {hours:.2f} h)")
         ax.set_ylabel("miss rate (%)")
@@ -76,6 +75,20 @@ def det_curve(curves: Mapping[str, Sequence[SweepPoint]], hours: float, title: s
     fig.savefig(path, format="png")
     plt.close(fig)
     return path
+
+
+def _point_labels(pts: Sequence[SweepPoint], x: Sequence[float],
+                  y: Sequence[float]) -> list[tuple[str, float, float]]:
+    """One label per distinct point: its threshold, or the range of thresholds that share it."""
+    groups: list[tuple[float, float, float, float]] = []  # first, last threshold, x, y
+    for p, a, b in zip(pts, x, y, strict=True):
+        if groups and (groups[-1][2], groups[-1][3]) == (a, b):
+            groups[-1] = (groups[-1][0], p.threshold, a, b)
+        else:
+            groups.append((p.threshold, p.threshold, a, b))
+    step = max(1, len(groups) // 10)
+    return [(f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}", a, b)
+            for lo, hi, a, b in groups[::step]]
 
 
 def timeline(scores: np.ndarray, names: Sequence[str], thresholds: Mapping[str, float],

@@ -109,7 +109,9 @@ class Worker:
                 if cutter is not None:
                     cutter.feed(block, scores)
                 self.progress(len(block) * FRAME_S)
-        except EdgeError as exc:
+        except EdgeError as exc:  # truncated or corrupt part way: the whole file is skipped
+            if cutter is not None:
+                cutter.discard()
             return FileResult(job, error=str(exc))
         finally:
             source.close()
@@ -162,6 +164,13 @@ class SnippetCutter:
     def finish(self) -> None:
         """The stream ended: write what is still open, however short."""
         self._write(done_only=False)
+
+    def discard(self) -> None:
+        """Remove the snippets already written (the file is being skipped)."""
+        for s in self.snippets:
+            (self.folder.parent / s.path).unlink(missing_ok=True)
+        self.snippets = []
+        self.open = []
 
     def _write(self, done_only: bool) -> None:
         import soundfile as sf

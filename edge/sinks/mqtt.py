@@ -19,19 +19,14 @@ import logging
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from edge.bundle import pack
 from edge.config import MqttUploadConfig
-from edge.destinations import (
-    mqtt_destination,
-    mqtt_topic,
-    need_file,
-    read_secret,
-    wire_metadata,
-)
+from edge.destinations import mqtt_destination, mqtt_topic, wire_metadata
 from edge.destinations import reason as why_failed
-from edge.errors import UploadError
+from edge.errors import EdgeError, UploadError
 from edge.outbox import Entry
 
 log = logging.getLogger(__name__)
@@ -71,30 +66,22 @@ class MqttSender:
     # -- connection -----------------------------------------------------------------------
 
     def _connect(self) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
+        from edge.mqtt.client import new_client
+        from edge.mqtt.topics import BrokerSettings
 
         cfg = self.cfg
-        v5 = cfg.protocol == "5"
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{self.device_id}-upload",
-                             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                             clean_session=None if v5 else True, reconnect_on_failure=False)
+        settings = BrokerSettings(cfg.host, cfg.port, cfg.tls, cfg.ca, cfg.cert, cfg.key,
+                                  cfg.username, cfg.password_file, cfg.protocol,
+                                  key_prefix="upload.mqtt")
+        try:
+            client = new_client(settings, f"{self.device_id}-upload")
+        except EdgeError as exc:
+            # a missing or unreadable file: the owner can fix it without a restart
+            raise UploadError(str(exc)) from None
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.connect_timeout = cfg.timeout_s
-        if cfg.tls:
-            for key in ("ca", "cert", "key"):
-                need_file(getattr(cfg, key), f"upload.mqtt.{key}")
-            try:
-                client.tls_set(ca_certs=cfg.ca or None, certfile=cfg.cert or None,
-                               keyfile=cfg.key or None, cert_reqs=ssl.CERT_REQUIRED)
-            except (ssl.SSLError, OSError) as exc:
-                raise UploadError(f"cannot load the TLS files upload.mqtt.ca/cert/key ({exc}); "
-                                  "give PEM files the recorder can read") from None
-        if cfg.username:
-            client.username_pw_set(cfg.username, read_secret(cfg.password_file,
-                                                             "upload.mqtt.password_file"))
         with self._cond:
             self._connack = None
             self._connected = False
@@ -113,10 +100,8 @@ class MqttSender:
                               "upload.mqtt.host and port, and that the broker is running") from None
         self._client = client
         client.loop_start()
-        deadline = time.monotonic() + cfg.timeout_s
         with self._cond:
-            while self._connack is None and time.monotonic() < deadline:
-                self._cond.wait(deadline - time.monotonic())
+            self._wait(lambda: self._connack is not None)
             reason = self._connack
         if reason is None:
             self._drop()
@@ -160,14 +145,18 @@ class MqttSender:
                               "the connection is set up again at the next try")
         self._wait_for_puback(info.mid)
 
-    def _wait_for_puback(self, mid: int) -> None:
+    def _wait(self, done: Callable[[], bool]) -> None:
+        """Wait (holding ``_cond``) until ``done()`` or ``timeout_s``, woken by the callbacks."""
         deadline = time.monotonic() + self.cfg.timeout_s
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
+
+    def _wait_for_puback(self, mid: int) -> None:
         with self._cond:
-            while mid not in self._acks:
-                left = deadline - time.monotonic()
-                if not self._connected or left <= 0:
-                    break
-                self._cond.wait(left)
+            self._wait(lambda: mid in self._acks or not self._connected)
             reason = self._acks.pop(mid, None)
         if reason is None:
             self._drop()

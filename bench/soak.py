@@ -1,0 +1,288 @@
+"""Soak: hours of audio through the live daemon, accelerated, with uploads, mutes and broker
+restarts; RSS, open file descriptors and threads sampled throughout.
+
+    python bench/soak.py --hours 24 --out bench/results/soak.json     # make soak
+    python bench/soak.py --hours 0.25                                  # what the CI runs
+
+The audio is synthesized once (espeak prose, a wake phrase and a request, silence and
+quiet noise; about one minute) and looped. It goes through the real ``Daemon`` with the
+real models and every plugin the device runs: the hardware (gpiozero MockFactory; the
+mute switch is toggled on its pin), the activation log, the uploader to a real Mosquitto
+on a loopback port (restarted every ``--restart-every`` audio seconds), and the MQTT
+device plugin. Frames go as fast as the CPU allows.
+
+Pass mark, measured between the end of the warm-up and the end of the run: RSS growth
+under 5 MB, no growth in open file descriptors, no growth in threads. The figures go to
+the ``--out`` JSON file; the process exits 1 if the pass mark is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from edge import synth  # noqa: E402
+from edge.engine import FRAME_SAMPLES, SAMPLE_RATE  # noqa: E402
+
+log = logging.getLogger("soak")
+FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
+RSS_LIMIT_KB = 5 * 1024
+MUTE_PIN = 22  # the generic-usb profile: switch on GPIO22, muted while the pin is high
+
+
+@dataclass
+class Sample:
+    audio_h: float
+    wall_s: float
+    rss_kb: int
+    fds: int
+    threads: int
+    """threading.active_count()"""
+    os_threads: int
+    """Threads: in /proc/self/status (native ones too: onnxruntime, paho, sqlite)."""
+
+
+def proc_status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def sample(audio_s: float, t0: float) -> Sample:
+    return Sample(round(audio_s / 3600.0, 4), round(time.monotonic() - t0, 2),
+                  proc_status("VmRSS"), len(os.listdir("/proc/self/fd")),
+                  threading.active_count(), proc_status("Threads"))
+
+
+def one_minute() -> np.ndarray:
+    """About a minute of audio with exactly one wake phrase and a request."""
+    return synth.concat([
+        synth.prose(20.0, seed=3), synth.silence(4.0), synth.pink_noise(6.0, -50.0),
+        synth.speak("hey jarvis"), synth.silence(0.3),
+        synth.speak("turn on the kitchen lights please"), synth.silence(4.0),
+        synth.prose(15.0, seed=4), synth.silence(6.0),
+    ])
+
+
+class LoopSource:
+    """The loop, frame after frame, for ``frames`` frames; ``hooks`` run on the audio thread
+    at the audio second they are due (every ``every`` seconds)."""
+
+    name = "soak loop"
+
+    def __init__(self, loop: np.ndarray, frames: int) -> None:
+        n = len(loop) // FRAME_SAMPLES
+        self.frames_of_loop = loop[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES).copy()
+        self.total = frames
+        self.read_count = 0
+        self.hooks: list[tuple[float, Any]] = []
+        self._due: list[float] = []
+
+    def every(self, seconds: float, fn: Any) -> None:
+        self.hooks.append((seconds, fn))
+        self._due.append(seconds)
+
+    @property
+    def audio_s(self) -> float:
+        return self.read_count * FRAME_S
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def read(self) -> np.ndarray | None:
+        if self.read_count >= self.total:
+            return None
+        frame = self.frames_of_loop[self.read_count % len(self.frames_of_loop)]
+        self.read_count += 1
+        now = self.audio_s
+        for i, (period, fn) in enumerate(self.hooks):
+            if now >= self._due[i]:
+                self._due[i] += period
+                fn()
+        return frame.copy()
+
+    def close(self) -> None:
+        pass
+
+
+def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
+             mute_every_s: float = 900.0, sample_every_s: float = 300.0,
+             warmup_s: float | None = None, workdir: Path | None = None) -> dict[str, Any]:
+    from gpiozero.pins.mock import MockFactory
+
+    from edge.activation_plugin import ActivationLogPlugin
+    from edge.config import (
+        ActivationsConfig,
+        Config,
+        HardwareConfig,
+        MqttConfig,
+        MqttUploadConfig,
+        OutputConfig,
+        UploadConfig,
+    )
+    from edge.daemon import Daemon
+    from edge.hardware.plugin import HardwarePlugin
+    from edge.mqtt.device import MqttPlugin
+    from edge.upload import UploadPlugin
+    from tests.fixtures.mqtt import Broker, MqttCollector, free_port, write_conf
+
+    work = Path(workdir or tempfile.mkdtemp(prefix="edge-soak-"))
+    (work / "broker").mkdir(parents=True, exist_ok=True)
+    broker = Broker(work / "broker", free_port())
+    write_conf(broker.directory, broker.port, persistence=True)
+    broker.start()
+    collector = MqttCollector(broker, "edge-recorder/#", session="soak-collector")
+    cfg = Config(
+        state_dir=str(work / "state"),
+        output=OutputConfig(keep_local=False),
+        upload=UploadConfig(mode="mqtt", retry_min_s=0.2, retry_max_s=2.0, retention_days=0,
+                            mqtt=MqttUploadConfig(host=broker.host, port=broker.port,
+                                                  tls=False, timeout_s=5.0)),
+        activations=ActivationsConfig(checkpoint_s=600.0),
+        hardware=HardwareConfig(profile="generic-usb", pin_factory="mock", chime=False),
+        mqtt=MqttConfig(enabled=True, host=broker.host, port=broker.port, tls=False,
+                        state_interval_s=60.0),
+    )
+    frames = int(hours * 3600 / FRAME_S)
+    loop = one_minute()
+    source = LoopSource(loop, frames)
+    factory = MockFactory()
+    factory.pin(MUTE_PIN).drive_low()  # the switch closed to ground: listening
+    upload = UploadPlugin(cfg, drain_s=30.0)
+    plugins: list[Any] = [HardwarePlugin.from_config(cfg, factory=factory),
+                          ActivationLogPlugin(cfg), upload, MqttPlugin(cfg)]
+    daemon = Daemon(cfg, source, plugins=plugins)
+    t0 = time.monotonic()
+    warm = warmup_s if warmup_s is not None else min(1800.0, hours * 3600 * 0.2)
+    samples: list[Sample] = []
+    counts = {"mute_toggles": 0, "broker_restarts": 0}
+    restarting = threading.Lock()
+
+    def take() -> None:
+        if source.audio_s >= warm:
+            samples.append(sample(source.audio_s, t0))
+
+    def toggle_mute() -> None:
+        # The switch flips to mute; a person flips it back a moment later (wall time:
+        # while muted no frame is read, so audio time stands still).
+        factory.pin(MUTE_PIN).drive_high()
+        counts["mute_toggles"] += 1
+        threading.Timer(0.3, factory.pin(MUTE_PIN).drive_low).start()
+
+    def restart_broker() -> None:
+        def go() -> None:
+            with restarting:
+                broker.stop()
+                time.sleep(1.0)
+                broker.start()
+            counts["broker_restarts"] += 1
+
+        threading.Thread(target=go, name="soak-broker-restart").start()
+
+    source.every(sample_every_s, take)
+    source.every(mute_every_s, toggle_mute)
+    source.every(restart_every_s, restart_broker)
+    daemon_thread = threading.Thread(target=daemon.runner.run, name="soak-daemon")
+    daemon_thread.start()
+    daemon_thread.join()
+    with restarting:  # a restart in progress finishes first
+        pass
+    audio_s = source.audio_s
+    # settle: every clip handed over and uploaded, then the last sample, then close
+    daemon.dispatcher.flush()
+    deadline = time.monotonic() + 120
+    while upload.outbox is not None and upload.outbox.count() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    samples.append(sample(audio_s, t0))
+    wall = time.monotonic() - t0
+    stats = daemon.recorder.stats
+    queued = upload.outbox.count() if upload.outbox is not None else -1
+    delivered = upload.uploader.delivered if upload.uploader is not None else 0
+    daemon.close()
+    received = len({m.user_properties.get("id") for m in collector.wait_for(delivered, 30)})
+    collector.close()
+    broker.stop()
+    factory.reset()
+
+    base, end = samples[0], samples[-1]
+    quarter = max(1, len(samples) // 4)
+    first, last = samples[:quarter], samples[-quarter:]
+    result = {
+        "hours_of_audio": round(audio_s / 3600.0, 3),
+        "wall_s": round(wall, 1),
+        "x_realtime": round(audio_s / wall, 1),
+        "warmup_hours": round(warm / 3600.0, 3),
+        "detections": stats.detections,
+        "clips": stats.clips,
+        "discarded": stats.discarded,
+        "by_reason": stats.by_reason,
+        "uploaded": delivered,
+        "received_by_broker_subscriber": received,
+        "left_in_outbox": queued,
+        "mute_toggles": counts["mute_toggles"],
+        "broker_restarts": counts["broker_restarts"],
+        "rss_growth_kb": end.rss_kb - base.rss_kb,
+        "fd_growth": max(s.fds for s in last) - max(s.fds for s in first),
+        "thread_growth": max(s.threads for s in last) - max(s.threads for s in first),
+        "os_thread_growth": max(s.os_threads for s in last) - max(s.os_threads for s in first),
+        "samples": [asdict(s) for s in samples],
+        "pass_mark": "RSS growth < 5 MB; no fd growth; no thread growth (after warm-up)",
+    }
+    result["pass"] = bool(result["rss_growth_kb"] < RSS_LIMIT_KB and result["fd_growth"] <= 0
+                          and result["thread_growth"] <= 0 and result["os_thread_growth"] <= 0
+                          and queued == 0 and received >= stats.clips > 0)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--hours", type=float, default=24.0, help="hours of audio (default 24)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak.json")
+    p.add_argument("--restart-every", type=float, default=1800.0, metavar="S",
+                   help="restart the broker every S seconds of audio")
+    p.add_argument("--mute-every", type=float, default=900.0, metavar="S",
+                   help="toggle the mute switch every S seconds of audio")
+    p.add_argument("--sample-every", type=float, default=300.0, metavar="S")
+    p.add_argument("--warmup", type=float, default=None, metavar="S",
+                   help="audio seconds before the baseline sample (default: 20%%, at most 30 min)")
+    args = p.parse_args(argv)
+    if args.hours <= 0:
+        p.error("--hours must be positive")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: "
+                                                      "%(message)s")
+    r = run_soak(args.hours, args.out, restart_every_s=args.restart_every,
+                 mute_every_s=args.mute_every, sample_every_s=args.sample_every,
+                 warmup_s=args.warmup)
+    print(f"{r['hours_of_audio']} h of audio in {r['wall_s']} s ({r['x_realtime']}x): "
+          f"{r['clips']} clips, {r['uploaded']} uploaded, {r['broker_restarts']} broker "
+          f"restarts, {r['mute_toggles']} mutes; RSS {r['rss_growth_kb']:+d} kB, fds "
+          f"{r['fd_growth']:+d}, threads {r['thread_growth']:+d} "
+          f"(native {r['os_thread_growth']:+d}): {'PASS' if r['pass'] else 'FAIL'}")
+    print(f"figures: {args.out}")
+    return 0 if r["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

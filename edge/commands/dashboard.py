@@ -1,0 +1,71 @@
+"""``edge dashboard --broker URL``: the live fleet page for field testers.
+
+It follows ``<base>/+/#`` on the broker, keeps the fleet's history in SQLite, and
+serves a page on 127.0.0.1:8080 (another --host needs --password-file). Needs the
+optional extra: ``pip install 'edge-recorder[dashboard]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dashboard", help="the live fleet dashboard (web page) over MQTT")
+    add_broker_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                                                       "127.0.0.1; others need a password)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument("--password-file", type=Path, help="file holding the page's password "
+                                                      "(HTTP Basic, any user name)")
+    p.add_argument("--db", type=Path, help="history database (default: dashboard.sqlite3 "
+                                           "in the state directory)")
+    p.set_defaults(func=main)
+
+
+def add_broker_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", required=True, metavar="URL",
+                   help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS)")
+    p.add_argument("--broker-ca", default="", metavar="PEM", help="CA of the broker's "
+                                                                  "certificate (mqtts)")
+    p.add_argument("--broker-username", default="", metavar="NAME")
+    p.add_argument("--broker-password-file", default="", metavar="FILE")
+    p.add_argument("--base", default="edge", help="the devices' mqtt.base_topic (default edge)")
+
+
+def broker(args: argparse.Namespace) -> Any:
+    from edge.mqtt.topics import broker_from_url, check_base_topic
+
+    check_base_topic(args.base, "--base")
+    return broker_from_url(args.broker, ca=args.broker_ca, username=args.broker_username,
+                           password_file=args.broker_password_file)
+
+
+def main(args: argparse.Namespace) -> int:
+    from edge.config import Config
+    from edge.destinations import read_secret
+    from edge.errors import UsageError
+
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a port; give 1 to 65535")
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise UsageError("the dashboard needs its optional extra: pip install "
+                         "'edge-recorder[dashboard]'") from None
+    from edge.dashboard.app import Dashboard
+
+    password = ""
+    if args.password_file is not None:
+        password = read_secret(str(args.password_file), "--password-file")
+        if not password:
+            raise UsageError(f"--password-file {args.password_file} is empty; put the "
+                             "password on its first line")
+    db = args.db or Config().state_path / "dashboard.sqlite3"
+    dash = Dashboard(broker(args), db, args.host, args.port, password, args.base)
+    print(f"edge dashboard: {dash.url} (history in {db})", flush=True)
+    dash.run()
+    return 0

@@ -1,0 +1,6 @@
+"""The fleet dashboard (``edge dashboard``): an optional extra, never imported by the daemon.
+
+It subscribes to ``<base>/+/#``, keeps the fleet's history in SQLite, and serves a
+live page (Starlette + uvicorn, updates over Server-Sent Events). Install it with
+``pip install 'edge-recorder[dashboard]'``.
+"""

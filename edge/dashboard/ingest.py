@@ -1,0 +1,207 @@
+"""From MQTT messages to the history and the live page.
+
+paho's network thread only ``offer``s each message to a bounded queue. The ingest
+thread takes them in batches, checks each against the device's message formats
+(``edge.mqtt.messages``), writes a batch in one transaction, and hands one update per
+batch to the page. A broken message from another publisher is logged and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.dashboard.store import FleetStore
+from edge.mqtt.messages import (
+    BadMessage,
+    check_activation,
+    check_state,
+    check_status,
+    decode_object,
+)
+from edge.mqtt.topics import parse_topic
+
+log = logging.getLogger(__name__)
+
+BATCH = 2000
+BATCH_WAIT_S = 0.02
+TOTALS_EVERY_S = 1.0
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    stored: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    batches: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    retain: bool
+    t: float
+
+
+class Ingestor:
+    def __init__(self, store: FleetStore, base: str = "edge",
+                 notify: Callable[[dict[str, Any]], None] | None = None,
+                 clock: Callable[[], float] = time.time, max_queue: int = 200_000) -> None:
+        self.store = store
+        self.base = base
+        self.notify = notify
+        self.clock = clock
+        self.counters = Counters()
+        self._q: queue.Queue[Incoming | None] = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._run, name="dashboard-ingest", daemon=True)
+        self._last_totals = 0.0
+        self.idle = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._q.put(None)
+        self._thread.join(10.0)
+
+    def offer(self, msg: Any) -> None:
+        """paho's thread: queue and return."""
+        item = Incoming(str(msg.topic), bytes(msg.payload), bool(msg.retain), self.clock())
+        try:
+            self._q.put_nowait(item)
+        except queue.Full:
+            self.counters.dropped += 1
+            if self.counters.dropped in (1, 100) or self.counters.dropped % 10000 == 0:
+                log.warning("the dashboard is behind: %d messages dropped",
+                            self.counters.dropped)
+
+    # ---- the ingest thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self.idle.set()
+            first = self._q.get()
+            self.idle.clear()
+            if first is None:
+                return
+            items = [first]
+            deadline = time.monotonic() + BATCH_WAIT_S
+            stop = False
+            while len(items) < BATCH:
+                try:
+                    nxt = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                items.append(nxt)
+            try:
+                self.ingest(items)
+            except Exception:
+                log.exception("the dashboard could not store a batch of %d messages",
+                              len(items))
+            if stop:
+                return
+
+    def ingest(self, items: list[Incoming]) -> dict[str, Any]:
+        """Store a batch; return (and pass to ``notify``) what the page must update."""
+        now = self.clock()
+        changed: dict[str, None] = {}
+        activations: list[dict[str, Any]] = []
+        labels: list[dict[str, Any]] = []
+        with self.store.batch() as c:
+            for it in items:
+                self.counters.received += 1
+                try:
+                    kind = self._one(c, it, now, changed, activations, labels)
+                except BadMessage as exc:
+                    self._skip(it.topic, str(exc))
+                    continue
+                if kind:
+                    self.counters.stored += 1
+        self.counters.batches += 1
+        update: dict[str, Any] = {"sent": now}
+        if changed:
+            update["devices"] = [d for d in (self.store.device(i) for i in changed) if d]
+        if activations:
+            update["activations"] = activations
+        if labels:
+            update["labels"] = labels
+        if changed or activations or labels:
+            if activations or labels or now - self._last_totals >= TOTALS_EVERY_S:
+                update["totals"] = self.store.totals(now)
+                self._last_totals = now
+            if self.notify is not None:
+                self.notify(update)
+        return update
+
+    def _one(self, c: Any, it: Incoming, now: float, changed: dict[str, None],
+             activations: list[dict[str, Any]], labels: list[dict[str, Any]]) -> str | None:
+        where = parse_topic(self.base, it.topic)
+        if where is None:
+            raise BadMessage("not <base>/<device id>/<what>")
+        device, rest = where
+        if rest == "status":
+            FleetStore.set_status(c, device, check_status(it.payload) == "online", now)
+            changed[device] = None
+            return rest
+        if rest == "state":
+            if not it.payload:
+                return None  # a retained state being cleared
+            state = check_state(decode_object(it.payload))
+            FleetStore.set_state(c, device, state, now)
+            changed[device] = None
+            return rest
+        if rest == "event/activation":
+            if it.retain:
+                raise BadMessage("activation events are never retained")
+            a = check_activation(decode_object(it.payload))
+            if FleetStore.add_activation(c, device, a, now):
+                activations.append({"device": device, **a, "label": "unknown",
+                                    "label_status": None})
+            changed[device] = None
+            return rest
+        if rest.startswith("cmd/") and rest.endswith("/result"):
+            return self._result(c, device, rest[4:-7], it.payload, now, labels)
+        if rest.startswith("cmd/"):
+            return None  # commands (ours among them) are not history
+        raise BadMessage(f"unknown topic .../{rest[:40]}")
+
+    @staticmethod
+    def _result(c: Any, device: str, name: str, payload: bytes, now: float,
+                labels: list[dict[str, Any]]) -> str | None:
+        if name != "label":
+            return None
+        r = decode_object(payload)
+        ok = r.get("ok") is True
+        tx = r.get("tx") if isinstance(r.get("tx"), str) else None
+        error = r.get("error") if isinstance(r.get("error"), str) else None
+        ours = FleetStore.label_answered(c, tx, ok, error, now) if tx else None
+        if ok:
+            aid, label = r.get("activation"), r.get("label")
+            if not (isinstance(aid, str) and label in ("true", "false")):
+                raise BadMessage("a label result without activation and label")
+            FleetStore.apply_label(c, device, aid, label, now)
+            labels.append({"device": device, "activation": aid, "label": label,
+                           "status": "ok", "tx": tx})
+        elif ours is not None:
+            labels.append({"device": device, "activation": ours[1], "label": ours[2],
+                           "status": "error", "error": error, "tx": tx})
+        return "result"
+
+    def _skip(self, topic: str, why: str) -> None:
+        n = self.counters.skipped = self.counters.skipped + 1
+        self.counters.by_reason[why.split(" (")[0][:60]] = \
+            self.counters.by_reason.get(why.split(" (")[0][:60], 0) + 1
+        if n <= 20 or n % 1000 == 0:
+            log.warning("skipped a broken message on %s: %s (%d skipped so far)",
+                        topic[:120], why, n)

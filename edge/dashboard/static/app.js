@@ -1,0 +1,281 @@
+// The live fleet page: one snapshot from /api/fleet, then updates over Server-Sent Events.
+// Every value reaches the page through textContent: nothing a device sends becomes markup.
+"use strict";
+
+const COLORS = ["#3b6fd8", "#d33a2c", "#1f9d55", "#c77d00", "#8e24aa", "#00838f", "#6d4c41",
+                "#546e7a"];
+const devices = new Map();       // id -> {data, row}
+let selected = null;
+const feedRows = new Map();      // activation id -> row (of the selected device)
+const pending = new Map();       // tx -> activation id
+let chartTimer = null;
+window.edgeStats = {updates: 0, applied: 0, latencies: []};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  return e;
+}
+
+function ago(t) {
+  if (!t) return "–";
+  const s = Math.max(0, Date.now() / 1000 - t);
+  if (s < 60) return `${s.toFixed(0)} s ago`;
+  if (s < 3600) return `${(s / 60).toFixed(0)} min ago`;
+  if (s < 86400) return `${(s / 3600).toFixed(1)} h ago`;
+  return `${(s / 86400).toFixed(1)} d ago`;
+}
+
+function clock(t) {
+  return new Date(t * 1000).toLocaleTimeString([], {hour12: false});
+}
+
+function duration(s) {
+  if (s === undefined || s === null) return "–";
+  if (s < 120) return `${s.toFixed(0)} s`;
+  if (s < 7200) return `${(s / 60).toFixed(0)} min`;
+  if (s < 172800) return `${(s / 3600).toFixed(1)} h`;
+  return `${(s / 86400).toFixed(1)} d`;
+}
+
+function setCells(row, values) {
+  values.forEach((v, i) => {
+    const td = row.children[i];
+    td.replaceChildren();
+    if (v instanceof Node) td.appendChild(v); else td.textContent = v;
+  });
+}
+
+function renderDevice(d) {
+  let entry = devices.get(d.id);
+  if (!entry) {
+    const row = el("tr", "device");
+    row.id = `device-${d.id}`;
+    for (let i = 0; i < 8; i++) row.appendChild(el("td"));
+    row.addEventListener("click", () => select(d.id));
+    insertSorted($("devices").tBodies[0], row, d.id);
+    entry = {data: d, row};
+    devices.set(d.id, entry);
+  }
+  entry.data = d;
+  const s = d.state || {};
+  const mode = d.online ? (s.mode || "unknown") : "–";
+  const models = s.models ? Object.entries(s.models).map(([m, v]) => `${m} ${v.threshold.toFixed(2)}`).join(", ") : "–";
+  const modeChip = el("span", `chip mode ${d.online ? mode : ""}`, mode);
+  if (s.error) modeChip.title = s.error;
+  setCells(entry.row, [
+    d.id,
+    el("span", `chip status ${d.online ? "online" : "offline"}`, d.online ? "online" : "offline"),
+    modeChip,
+    models,
+    s.false_per_hour !== undefined ? String(s.false_per_hour) : "–",
+    s.rtf !== undefined && s.rtf !== null ? s.rtf.toFixed(3) : "–",
+    s.last_activation ? `${ago(s.last_activation.wall_time)} (${s.last_activation.score.toFixed(2)})` : "–",
+    duration(s.uptime_s),
+  ]);
+  entry.row.classList.toggle("selected", d.id === selected);
+  $("no-devices").classList.toggle("hidden", devices.size > 0);
+  if (selected === null) select(d.id);
+}
+
+function insertSorted(tbody, row, key) {
+  for (const r of tbody.rows) {
+    if (r.id.slice(7) > key) { tbody.insertBefore(row, r); return; }
+  }
+  tbody.appendChild(row);
+}
+
+function renderTotals(t) {
+  if (!t) return;
+  for (const k of ["devices", "online", "listening", "recording", "muted", "error",
+                   "activations", "false"]) {
+    $(`t-${k}`).textContent = t[k];
+  }
+  $("t-rate").textContent = t.false_per_device_hour.toFixed(3);
+}
+
+function labelCell(a) {
+  if (a.label_status === "sent") return el("span", "label label-pending", `${a.label}…`);
+  if (a.label_status === "error") return el("span", "label label-pending", "not saved");
+  if (a.label === "true" || a.label === "false") {
+    return el("span", `label label-${a.label}`, a.label === "true" ? "true ✓" : "false ✓");
+  }
+  return el("span", "label", a.likely_false ? "likely false" : "–");
+}
+
+function feedRow(a) {
+  const row = el("tr", "activation");
+  row.id = `act-${a.id}`;
+  row.dataset.device = a.device;
+  const buttons = el("td");
+  for (const label of ["true", "false"]) {
+    const b = el("button", `mark-${label}`, label);
+    b.type = "button";
+    b.addEventListener("click", (ev) => { ev.stopPropagation(); sendLabel(a, label, row); });
+    buttons.appendChild(b);
+  }
+  const cells = [clock(a.wall_time), a.model, a.score.toFixed(2), a.reason];
+  for (const c of cells) row.appendChild(el("td", "", c));
+  const lc = el("td", "label-cell");
+  lc.appendChild(labelCell(a));
+  row.appendChild(lc);
+  row.appendChild(buttons);
+  return row;
+}
+
+function setLabel(row, a) {
+  const lc = row.querySelector(".label-cell");
+  lc.replaceChildren(labelCell(a));
+}
+
+async function sendLabel(a, label, row) {
+  setLabel(row, {...a, label, label_status: "sent"});
+  try {
+    const r = await fetch("/api/label", {
+      method: "POST",
+      headers: {"content-type": "application/json", "x-edge-dashboard": "1"},
+      body: JSON.stringify({device: a.device, activation: a.id, label}),
+    });
+    const body = await r.json();
+    if (!r.ok) throw new Error(body.error || r.statusText);
+    pending.set(body.tx, a.id);
+  } catch (e) {
+    setLabel(row, {...a, label, label_status: "error"});
+  }
+}
+
+async function select(id) {
+  selected = id;
+  for (const [did, e] of devices) e.row.classList.toggle("selected", did === id);
+  $("feed-device").textContent = `of ${id}`;
+  const r = await fetch(`/api/devices/${encodeURIComponent(id)}/activations?limit=100`);
+  if (!r.ok || selected !== id) return;
+  const list = await r.json();
+  const tbody = $("feed").tBodies[0];
+  tbody.replaceChildren();
+  feedRows.clear();
+  for (const a of list) {
+    const row = feedRow(a);
+    feedRows.set(a.id, row);
+    tbody.appendChild(row);
+  }
+  $("feed-empty").textContent = list.length ? "" : "No activation yet.";
+}
+
+function addActivation(a) {
+  if (selected === null) { select(a.device); return; }
+  if (a.device !== selected || feedRows.has(a.id)) return;
+  const row = feedRow(a);
+  row.classList.add("fresh");
+  feedRows.set(a.id, row);
+  $("feed").tBodies[0].prepend(row);
+  $("feed-empty").textContent = "";
+}
+
+function applyLabel(l) {
+  if (l.tx) pending.delete(l.tx);
+  if (l.device !== selected) return;
+  const row = feedRows.get(l.activation);
+  if (row) setLabel(row, {label: l.label, label_status: l.status === "ok" ? "ok" : "error"});
+}
+
+function apply(u) {
+  const stats = window.edgeStats;
+  stats.updates += 1;
+  const now = Date.now() / 1000;
+  for (const d of u.devices || []) {
+    renderDevice(d);
+    if (d.state && d.state.wall_time) {
+      stats.latencies.push(now - d.state.wall_time);
+      if (stats.latencies.length > 20000) stats.latencies.splice(0, 10000);
+    }
+    stats.applied += 1;
+  }
+  for (const a of u.activations || []) addActivation(a);
+  for (const l of u.labels || []) applyLabel(l);
+  renderTotals(u.totals);
+  if ((u.activations && u.activations.length) || (u.labels && u.labels.length)) scheduleChart();
+}
+
+function scheduleChart() {
+  if (chartTimer) return;
+  chartTimer = setTimeout(() => { chartTimer = null; loadChart(); }, 1500);
+}
+
+async function loadChart() {
+  const r = await fetch("/api/chart?hours=24");
+  if (!r.ok) return;
+  drawChart(await r.json());
+}
+
+function svg(tag, attrs, text) {
+  const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function drawChart(c) {
+  const s = $("chart");
+  s.replaceChildren();
+  const W = 960, H = 220, L = 40, R = 10, T = 10, B = 28;
+  const n = c.hours.length;
+  let max = 1;
+  for (const ser of c.series) for (const v of ser.values) max = Math.max(max, v);
+  for (const v of c.fleet_mean) max = Math.max(max, v);
+  const x = (i) => L + (W - L - R) * (n <= 1 ? 0 : i / (n - 1));
+  const y = (v) => H - B - (H - T - B) * v / max;
+  for (let k = 0; k <= 4; k++) {
+    const v = max * k / 4;
+    s.appendChild(svg("line", {x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e3e6ec"}));
+    s.appendChild(svg("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end"},
+                      Number.isInteger(v) ? String(v) : v.toFixed(1)));
+  }
+  for (let i = 0; i < n; i += Math.max(1, Math.floor(n / 8))) {
+    s.appendChild(svg("text", {x: x(i), y: H - 8, "text-anchor": "middle"},
+                      new Date(c.hours[i] * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", hour12: false})));
+  }
+  const legend = $("legend");
+  legend.replaceChildren();
+  const line = (values, color, name, dash) => {
+    const pts = values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+    const attrs = {points: pts, fill: "none", stroke: color, "stroke-width": 2};
+    if (dash) attrs["stroke-dasharray"] = "5 4";
+    s.appendChild(svg("polyline", attrs));
+    const item = el("span", "", name);
+    const swatch = el("i");
+    swatch.style.background = color;
+    item.prepend(swatch);
+    legend.appendChild(item);
+  };
+  c.series.forEach((ser, i) => line(ser.values, COLORS[i % COLORS.length], ser.device, false));
+  line(c.fleet_mean, "#232a3b", "fleet mean per device", true);
+}
+
+async function load() {
+  const r = await fetch("/api/fleet");
+  if (!r.ok) return;
+  const f = await r.json();
+  for (const d of f.devices) renderDevice(d);
+  renderTotals(f.totals);
+  $("ingest").textContent = `${f.ingest.received} messages received, ${f.ingest.skipped} broken ones skipped`;
+  if (selected !== null) select(selected);
+  loadChart();
+}
+
+function connect() {
+  const es = new EventSource("/events");
+  es.onopen = () => { $("conn").textContent = "live"; $("conn").classList.remove("off"); load(); };
+  es.onerror = () => { $("conn").textContent = "reconnecting…"; $("conn").classList.add("off"); };
+  es.onmessage = (ev) => {
+    const u = JSON.parse(ev.data);
+    if (u.resync) { load(); return; }
+    apply(u);
+  };
+}
+
+setInterval(() => { for (const e of devices.values()) renderDevice(e.data); }, 30000);
+connect();
