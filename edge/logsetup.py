@@ -177,11 +177,13 @@ def decode(data: bytes) -> dict[str, str]:
     return out
 
 
-def journal_wanted(environ: Mapping[str, str] | None = None, stream: TextIO | None = None) -> bool:
-    """True when systemd connected our stderr to the journal ($JOURNAL_STREAM = dev:inode)."""
+def journal_wanted(environ: Mapping[str, str] | None = None, stream: TextIO | None = None,
+                   socket_path: str = JOURNAL_SOCKET) -> bool:
+    """True when systemd connected our stderr to the journal ($JOURNAL_STREAM = dev:inode)
+    and journald's socket is there."""
     env = os.environ if environ is None else environ
     value = env.get("JOURNAL_STREAM", "")
-    if not value or not os.path.exists(JOURNAL_SOCKET):
+    if not value or not os.path.exists(socket_path):
         return False
     try:
         dev, ino = (int(x) for x in value.split(":"))

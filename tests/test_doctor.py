@@ -158,7 +158,7 @@ def test_silent_microphone_fails(alsa, tmp_path):
 
 
 def test_stalled_microphone_fails(tmp_path):
-    mic = FakeMic("edgemic", np.tile(speech()[:, None], (1, 1)), rate=16000, stalls_after=3)
+    mic = FakeMic("edgemic", speech()[:, None], rate=16000, stalls_after=3)
     f = only(doctor(cfg_from(tmp_path), pa_factory=FakeHost([mic])).run(["audio"]), "audio")
     assert f.status is Status.FAIL
     assert "delivered no audio" in f.detail
