@@ -26,6 +26,7 @@ START=1
 PIP_ARGS=()
 MODELS_FROM=""
 PROFILE=""
+MUTE_PIN=""
 PYTHON=${PYTHON:-python3}
 
 # Debian packages the service needs at run time (the build tools are for PyAudio's C module).
@@ -41,7 +42,8 @@ usage: sudo $0 [--uninstall | --purge] [options]
 
   --uninstall          remove edge-recorder but keep its data and an edited config
   --purge              remove edge-recorder, its data, its config and its user
-  --profile NAME       hardware.profile for a new config (e.g. respeaker-2mic-v1)
+  --profile NAME       hardware.profile for a new config (\`edge hardware profiles\` lists them)
+  --mute-pin PIN       hardware.mute_pin for a new config: the switch's pin (GPIO22), or none
   --models-from PATH   install the models from a local wheel or folder (no download)
   --root DIR           install under DIR instead of / (implies --no-apt; enables offline)
   --no-apt             do not install Debian packages
@@ -60,6 +62,7 @@ while [ $# -gt 0 ]; do
     --uninstall) ACTION=uninstall ;;
     --purge) ACTION=purge ;;
     --profile) PROFILE=${2:?--profile needs a name}; shift ;;
+    --mute-pin) MUTE_PIN=${2:?--mute-pin needs a pin, e.g. GPIO22, or none}; shift ;;
     --models-from) MODELS_FROM=${2:?--models-from needs a path}; shift ;;
     --root) ROOT=${2:?--root needs a directory}; shift ;;
     --no-apt) APT=0 ;;
@@ -210,7 +213,7 @@ install_venv() {
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade \
     ${PIP_ARGS[@]+"${PIP_ARGS[@]}"} "$SRC$extras"
   install -m 0644 "$SRC/README.md" "$OPT/README.md"
-  "$VENV/bin/python" -c 'import edge; print(edge.__version__)' > "$OPT/VERSION"
+  "$VENV/bin/python" -I -c 'import edge; print(edge.__version__)' > "$OPT/VERSION"
   mkdir -p "$(dirname "$WRAPPER")"
   cat > "$WRAPPER" <<EOF
 #!/bin/sh
@@ -223,30 +226,54 @@ EOF
   chmod 0755 "$WRAPPER"
 }
 
-write_config() {
-  local uid gid
-  gid=$(id_of group "$NAME")
-  install -d -m 0750 "$ETC"
-  install -m 0644 "$SRC/config.example.toml" "$ETC/config.example.toml"
-  if [ -e "$CONFIG" ]; then
-    echo "    kept $CONFIG (an upgrade never changes it; compare with config.example.toml)"
-  else
+check_config() {
+  # Before anything changes: the config this version will run with must be valid. A first
+  # install renders one (--profile, --mute-pin); an upgrade checks the one in place.
+  local target=$CONFIG
+  if [ ! -e "$CONFIG" ]; then
+    NEW_CONFIG=$(mktemp)
+    trap 'rm -f "$NEW_CONFIG"' EXIT
     {
       echo "# Written by install.sh on $(date -u +%Y-%m-%d). Upgrades never overwrite this file;"
       echo "# config.example.toml next to it documents every key of the installed version."
       echo "# Check it with: edge config check $CONFIG; then: sudo systemctl restart $NAME"
       echo
-      if [ -n "$PROFILE" ]; then
-        awk -v p="$PROFILE" '
-          /^\[/ { section = $0 }
-          section == "[hardware]" && /^profile = / && !done { print "profile = \"" p "\""; done = 1; next }
-          { print }' "$SRC/config.example.toml"
-      else
-        cat "$SRC/config.example.toml"
-      fi
-    } > "$CONFIG.tmp"
-    chmod 0640 "$CONFIG.tmp"
-    mv "$CONFIG.tmp" "$CONFIG"
+      # --profile and --mute-pin fill in [hardware]; everything else keeps its default
+      awk -v profile="$PROFILE" -v mute="$MUTE_PIN" '
+        function set(key, value) { if (value != "") print key " = \"" value "\""; else print }
+        /^\[/ { section = $0 }
+        section == "[hardware]" && /^profile = / { set("profile", profile); next }
+        section == "[hardware]" && /^mute_pin = / { set("mute_pin", mute); next }
+        { print }' "$SRC/config.example.toml"
+    } > "$NEW_CONFIG"
+    target=$NEW_CONFIG
+  elif [ -n "$PROFILE$MUTE_PIN" ]; then
+    echo "    note: $CONFIG exists; --profile and --mute-pin only apply to a new config"
+  fi
+  "$PYTHON" -I - "$SRC" "$target" "$CONFIG" <<'PY' || exit 1
+import sys
+
+sys.path.insert(0, sys.argv[1])  # this checkout's edge.config: only the standard library
+from edge.config import load_config
+from edge.errors import EdgeError
+
+try:
+    load_config(sys.argv[2])
+except EdgeError as exc:
+    where = "" if sys.argv[2] != sys.argv[3] else f" (fix {sys.argv[3]} and run it again)"
+    sys.exit(f"install.sh: error: {exc}{where}")
+PY
+}
+
+write_config() {
+  local uid gid
+  gid=$(id_of group "$NAME")
+  install -d -m 0750 "$ETC"
+  install -m 0644 "$SRC/config.example.toml" "$ETC/config.example.toml"
+  if [ -z "$NEW_CONFIG" ]; then
+    echo "    kept $CONFIG (an upgrade never changes it; compare with config.example.toml)"
+  else
+    install -m 0640 "$NEW_CONFIG" "$CONFIG"
     cp -p "$CONFIG" "$PRISTINE"
     echo "    wrote $CONFIG"
   fi
@@ -259,7 +286,7 @@ write_config() {
 
 fetch_models() {
   # Verified against models/manifest.toml: a mismatch is refused, nothing is half-installed.
-  "$VENV/bin/python" - "$MODELS" "$MODELS_FROM" <<'PY'
+  "$VENV/bin/python" -I - "$MODELS" "$MODELS_FROM" <<'PY'
 import sys
 from pathlib import Path
 
@@ -267,7 +294,7 @@ from edge.errors import EdgeError
 from edge.modelstore import Manifest, ModelStore
 
 store = ModelStore(Path(sys.argv[1]), Manifest.load())
-if all(store.status(m.name).state == "ok" for m in store.manifest.models) and not sys.argv[2]:
+if all(store.status(m.name).state == "ok" for m in store.manifest.models):  # pinned by sha256
     print(f"    models already installed and verified in {store.directory}")
     raise SystemExit(0)
 try:
@@ -303,7 +330,9 @@ install_unit() {
   fi
 }
 
+NEW_CONFIG=""
 say "checking the platform";            check_platform
+say "checking the configuration";       check_config
 say "installing Debian packages";       install_apt
 say "creating the system user";         create_user
 say "installing into $VENV";            install_venv

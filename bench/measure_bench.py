@@ -17,11 +17,12 @@ Runs, one after the other, each in its own process so CPU time is its own:
 * ``measure -j1`` and ``measure -j2``: ``edge measure FILES --jobs N`` end to end
   (interpreter start, model loading, workers, sweep, plots and report).
 
-Measured: wall seconds, CPU seconds (the process and its children) and
-throughput (audio seconds per wall second); the targets: ``measure`` at the
-default ``--jobs`` (the core count) at least 5x the throughput of the openwakeword
-loop, and detections identical to the streaming engine's: the same frames at the
-device threshold, and the same counts at every threshold of the sweep.
+Measured, for the fastest of ``--repeat`` runs (2; the machine may be shared): wall
+seconds, CPU seconds (the process and its children) and throughput (audio seconds
+per wall second). The targets: ``measure`` at the default ``--jobs`` (the core
+count) at least 5x the throughput of the openwakeword loop, and detections
+identical to the streaming engine's: the same frames at the device threshold, and
+the same counts at every threshold of the sweep.
 Results: a table on stdout and bench/results/measure.json. Exit 1 if a target is missed.
 """
 
@@ -114,7 +115,12 @@ def child_engine(files: list[str], scores_out: str) -> dict[str, Any]:
     return {"frames": sum(len(s) for s in scores.values())}
 
 
-def run_timed(cmd: list[str]) -> dict[str, float]:
+def run_timed(cmd: list[str], repeat: int = 1) -> dict[str, float]:
+    """The least disturbed (lowest wall time) of ``repeat`` runs: the machine is shared."""
+    return min((_run_once(cmd) for _ in range(repeat)), key=lambda r: r["wall_s"])
+
+
+def _run_once(cmd: list[str]) -> dict[str, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -132,6 +138,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0, help="minutes per file")
     ap.add_argument("--files", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each; the fastest counts")
     ap.add_argument("--child", choices=["openwakeword", "engine"])
     ap.add_argument("--scores-out")
     ap.add_argument("paths", nargs="*")
@@ -157,10 +164,11 @@ def main(argv: list[str]) -> int:
     runs: dict[str, dict[str, Any]] = {}
     print(f"{len(files)} files, {audio_s / 60:.1f} min of audio; {os.cpu_count()} cores",
           flush=True)
-    runs["openwakeword"] = run_timed([*me, "--child", "openwakeword", *files])
+    runs["openwakeword"] = run_timed([*me, "--child", "openwakeword", *files], args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
         npz = str(Path(tmp) / "engine.npz")
-        runs["engine"] = run_timed([*me, "--child", "engine", "--scores-out", npz, *files])
+        runs["engine"] = run_timed([*me, "--child", "engine", "--scores-out", npz, *files],
+                                   args.repeat)
         engine_scores = np.load(npz)
         ref = [engine_scores[str(i)] for i in range(len(files))]
         reports = {}
@@ -168,7 +176,7 @@ def main(argv: list[str]) -> int:
             out = Path(tmp) / f"out{jobs}"
             runs[f"measure -j{jobs}"] = run_timed(
                 [sys.executable, "-m", "edge", "measure", *files, "--model", WAKE, "--quiet",
-                 "--jobs", str(jobs), "--out", str(out)])
+                 "--jobs", str(jobs), "--out", str(out)], args.repeat)
             reports[jobs] = json.loads((out / "report.json").read_text())
             rows = (out / "snippets.csv").read_text().splitlines()[1:]
             reports[jobs]["_detections"] = sorted(

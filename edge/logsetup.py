@@ -60,16 +60,23 @@ class AudioGuard(logging.Filter):
         return True
 
 
+class Withheld(str):
+    """What a log shows instead of audio; the same under %s and %r."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def _redact(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
-        return f"<{len(value)} bytes withheld>"
+        return Withheld(f"<{len(value)} bytes withheld>")
     if isinstance(value, array.array):
-        return f"<array of {len(value)} withheld>"
+        return Withheld(f"<array of {len(value)} withheld>")
     shape = getattr(value, "shape", None)
     if shape is not None and hasattr(value, "dtype"):  # numpy, without importing it
-        return f"<{value.dtype} array {tuple(shape)} withheld>"
+        return Withheld(f"<{value.dtype} array {tuple(shape)} withheld>")
     if isinstance(value, list | tuple) and len(value) > 64:
-        return f"<sequence of {len(value)} withheld>"
+        return Withheld(f"<sequence of {len(value)} withheld>")
     return value
 
 
@@ -84,10 +91,10 @@ class _CutFormatter(logging.Formatter):
 class JournalHandler(logging.Handler):
     """Writes records to journald's native socket, with structured fields."""
 
-    def __init__(self, path: str = JOURNAL_SOCKET, identifier: str = IDENTIFIER,
+    def __init__(self, path: str | None = None, identifier: str = IDENTIFIER,
                  level: int = logging.NOTSET) -> None:
         super().__init__(level)
-        self.path = path
+        self.path = path or JOURNAL_SOCKET
         self.identifier = identifier
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.setFormatter(_CutFormatter("%(message)s"))
@@ -178,12 +185,12 @@ def decode(data: bytes) -> dict[str, str]:
 
 
 def journal_wanted(environ: Mapping[str, str] | None = None, stream: TextIO | None = None,
-                   socket_path: str = JOURNAL_SOCKET) -> bool:
+                   socket_path: str | None = None) -> bool:
     """True when systemd connected our stderr to the journal ($JOURNAL_STREAM = dev:inode)
     and journald's socket is there."""
     env = os.environ if environ is None else environ
     value = env.get("JOURNAL_STREAM", "")
-    if not value or not os.path.exists(socket_path):
+    if not value or not os.path.exists(socket_path or JOURNAL_SOCKET):
         return False
     try:
         dev, ino = (int(x) for x in value.split(":"))

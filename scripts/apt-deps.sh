@@ -8,6 +8,7 @@ packages=(
   libsndfile1                                      # soundfile (WAV/FLAC)
   espeak-ng sox                                    # synthesized test phrases and the demo
   mosquitto mosquitto-clients                      # the real broker the MQTT tests start
+  chromium chromium-driver                         # the dashboard's browser tests (Selenium)
   systemd passwd shellcheck                        # unit and installer tests: systemd-analyze, sysusers, userdel
   ${EXTRA_APT_PACKAGES:-}
 )

@@ -105,6 +105,7 @@ def test_a_device_its_activation_and_a_false_label_in_the_browser(
             logged = store.get(ev["id"])
         assert logged["label"] == "false" and logged["label_source"] == "dashboard"
         assert text(browser, "#t-false") == "1"
+        wait(browser, lambda d: DEVICE in text(d, "#legend"))  # the chart redrew
         shots(browser, "3-labelled-false")
 
         # the page follows the device going offline, without a reload
@@ -123,7 +124,8 @@ def test_a_simulated_fleet_on_the_page(browser: Any, dashboard: Any, mqtt_broker
 
     sim = FleetSimulator(broker_from_url(f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}"),
                          FleetProfile(devices=12, state_interval_s=2.0,
-                                      activations_per_hour=2400.0, burst_every_s=2.0),
+                                      activations_per_hour=2400.0, burst_every_s=2.0,
+                                      backfill_hours=24.0),
                          seed=3)
     browser.get(dashboard.url)
     wait(browser, lambda d: text(d, "#conn") == "live")
@@ -134,6 +136,7 @@ def test_a_simulated_fleet_on_the_page(browser: Any, dashboard: Any, mqtt_broker
         wait(browser, lambda d: int(text(d, "#t-activations") or 0) >= 12)
         time.sleep(2.0)  # the chart redraws shortly after a burst
         assert len(browser.find_elements("css selector", "#chart polyline")) >= 2
+        browser.set_window_size(1280, 1120)
         shots(browser, "4-simulated-fleet")
     finally:
         sim.close()

@@ -91,29 +91,12 @@ def test_refused_credentials_are_reported_without_the_password_then_fixed(
     [msg] = errors(caplog, "upload to")
     assert "refused the connection" in msg and "upload.mqtt.password_file" in msg
     pw_file.write_text("right-horse-battery\n")       # the owner fixes the file: no restart
-    col = _collector_as(mqtt_collector, broker, "reader", "reader-pw")
+    col = mqtt_collector(broker, "edge-recorder/#", username="reader", password="reader-pw")
     r.wait_empty()
     assert {m.user_properties["id"] for m in col.wait_for(2)} == set(clips)
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "wrong-staple-secret" not in text and "right-horse-battery" not in text
     assert "right-horse-battery" not in (r.ledger.path.read_text())
-
-
-def _collector_as(factory: Any, broker: Any, user: str, password: str) -> Any:
-    # the collector fixture connects anonymously; patch credentials in through paho
-    import paho.mqtt.client as mqtt
-
-    original = mqtt.Client.connect
-
-    def connect(self, *a, **kw):  # type: ignore[no-untyped-def]
-        self.username_pw_set(user, password)
-        return original(self, *a, **kw)
-
-    mqtt.Client.connect = connect  # type: ignore[method-assign]
-    try:
-        return factory(broker, "edge-recorder/#")
-    finally:
-        mqtt.Client.connect = original  # type: ignore[method-assign]
 
 
 def test_bad_certificate_is_reported_then_delivered_over_tls_once_the_ca_is_right(

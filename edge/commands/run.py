@@ -65,6 +65,10 @@ def main(args: argparse.Namespace) -> int:
     from edge.upload import UploadPlugin
 
     plugins.append(UploadPlugin(cfg))
+    if cfg.mqtt.enabled:
+        from edge.mqtt.device import MqttPlugin
+
+        plugins.append(MqttPlugin(cfg))  # after the others: it finds them to run commands
     from edge.notify import SystemdPlugin
 
     systemd = SystemdPlugin.from_env()  # Type=notify: READY=1, STATUS=, the watchdog

@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--burst-every", type=float, default=0.0, metavar="S",
                    help="every S seconds a share of the fleet wakes at once (0: never)")
     p.add_argument("--burst-fraction", type=float, default=0.2, metavar="F")
+    p.add_argument("--backfill-hours", type=float, default=0.0, metavar="H",
+                   help="at start, report H past hours of activations (fills the history)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=main)
 
@@ -38,20 +40,22 @@ def main(args: argparse.Namespace) -> int:
 
     checks = [(1 <= args.devices <= 20000, "--devices must be 1 to 20000"),
               (args.duration > 0, "--duration must be more than 0"),
-              (args.state_interval >= 1, "--state-interval must be at least 1 s"),
+              (args.state_interval >= 0.05, "--state-interval must be at least 0.05 s"),
               (args.activations_per_hour >= 0, "--activations-per-hour must be 0 or more"),
               (0 <= args.false_fraction <= 1, "--false-fraction must be 0 to 1"),
               (args.burst_every >= 0, "--burst-every must be 0 or more"),
-              (0 < args.burst_fraction <= 1, "--burst-fraction must be more than 0, up to 1")]
+              (0 < args.burst_fraction <= 1, "--burst-fraction must be more than 0, up to 1"),
+              (0 <= args.backfill_hours <= 24 * 14, "--backfill-hours must be 0 to 336")]
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
     profile = FleetProfile(args.devices, args.state_interval, args.activations_per_hour,
-                           args.false_fraction, args.burst_every, args.burst_fraction)
+                           args.false_fraction, args.burst_every, args.burst_fraction,
+                           backfill_hours=args.backfill_hours)
     sim = FleetSimulator(broker(args), profile, args.base, args.seed)
     sim.connect()
-    print(f"{args.devices} simulated devices online; publishing for {args.duration:g} s",
-          flush=True)
+    print(f"{args.devices} simulated devices online ({sim.counters.total} messages so far); "
+          f"publishing for {args.duration:g} s", flush=True)
     try:
         c = sim.run(args.duration)
     except KeyboardInterrupt:

@@ -146,6 +146,7 @@ class Dashboard:
         return Starlette(
             routes=[
                 Route("/", self._page),
+                Route("/favicon.ico", self._no_icon),
                 Route("/events", self._events),
                 Route("/api/fleet", self._fleet),
                 Route("/api/devices/{device}/activations", self._activations),
@@ -179,7 +180,12 @@ class Dashboard:
                                        "data:; connect-src 'self'",
             "Cache-Control": "no-store"})
 
-    async def _events(self, request: Any) -> Any:
+    async def _no_icon(self, _req: Any) -> Any:
+        from starlette.responses import Response
+
+        return Response(status_code=204)
+
+    async def _events(self, _req: Any) -> Any:
         from starlette.responses import StreamingResponse
 
         assert self.hub is not None

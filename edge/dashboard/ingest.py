@@ -139,6 +139,9 @@ class Ingestor:
         if changed or activations or labels:
             if activations or labels or now - self._last_totals >= TOTALS_EVERY_S:
                 update["totals"] = self.store.totals(now)
+                n = self.counters
+                update["ingest"] = {"received": n.received, "stored": n.stored,
+                                    "skipped": n.skipped, "dropped": n.dropped}
                 self._last_totals = now
             if self.notify is not None:
                 self.notify(update)

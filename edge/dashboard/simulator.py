@@ -52,6 +52,9 @@ class FleetProfile:
     """0: no bursts."""
     burst_fraction: float = 0.2
     models: tuple[str, ...] = ("hey_jarvis",)
+    backfill_hours: float = 0.0
+    """At start, each device reports activations of this many past hours (at up to 2 per
+    hour), as a device does that comes back with its events queued: the history fills."""
 
 
 @dataclass
@@ -127,7 +130,20 @@ class FleetSimulator:
                 raise EdgeError(f"only {n} of {len(self.devices)} simulated devices connected "
                                 f"to {self.settings.where} within {timeout:g} s")
             self._pump(0.05)
+        if self.profile.backfill_hours > 0:
+            self._backfill(self.clock())
         self._schedule_all(self.clock())
+
+    def _backfill(self, now: float) -> None:
+        rate = min(self.profile.activations_per_hour, 2.0) / 3600.0
+        for i in range(len(self.devices)):
+            t = now - self.profile.backfill_hours * 3600.0
+            while rate > 0:
+                t += self.rng.expovariate(rate)
+                if t >= now:
+                    break
+                self._activate(i, t)
+            self._pump(0.0)
 
     def _on_connect(self, client: Any, i: int, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
@@ -168,9 +184,9 @@ class FleetSimulator:
                             false_per_hour=self._false_last_hour(dev, now), wall_time=now)
         self._publish(i, dev.topics.state, encode(msg), 1, True, "state")
 
-    def _activate(self, i: int) -> None:
+    def _activate(self, i: int, at: float | None = None) -> None:
         dev = self.devices[i]
-        now = self.clock()
+        now = self.clock() if at is None else at
         likely_false = self.rng.random() < self.profile.false_fraction
         reasons = REASONS_FALSE if likely_false else REASONS_TRUE
         reason = self.rng.choice(reasons)
@@ -185,7 +201,8 @@ class FleetSimulator:
                     "model": model, "score": score}
         dev.recent.append((now, likely_false))
         self._publish(i, dev.topics.activation, encode(msg), 1, False, "activations")
-        self._publish_state(i)
+        if at is None:
+            self._publish_state(i)
 
     def _on_message(self, client: Any, i: int, msg: Any) -> None:
         """A command to a simulated device: checked and answered like the real one."""

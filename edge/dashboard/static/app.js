@@ -9,6 +9,7 @@ let selected = null;
 const feedRows = new Map();      // activation id -> row (of the selected device)
 const pending = new Map();       // tx -> activation id
 let chartTimer = null;
+const lastState = new Map();     // id -> wall_time of the last state message applied
 window.edgeStats = {updates: 0, applied: 0, latencies: []};
 
 const $ = (id) => document.getElementById(id);
@@ -63,7 +64,7 @@ function renderDevice(d) {
   entry.data = d;
   const s = d.state || {};
   const mode = d.online ? (s.mode || "unknown") : "–";
-  const models = s.models ? Object.entries(s.models).map(([m, v]) => `${m} ${v.threshold.toFixed(2)}`).join(", ") : "–";
+  const models = s.models ? Object.entries(s.models).map(([m, t]) => `${m} ${Number(t).toFixed(2)}`).join(", ") : "–";
   const modeChip = el("span", `chip mode ${d.online ? mode : ""}`, mode);
   if (s.error) modeChip.title = s.error;
   setCells(entry.row, [
@@ -95,6 +96,11 @@ function renderTotals(t) {
     $(`t-${k}`).textContent = t[k];
   }
   $("t-rate").textContent = t.false_per_device_hour.toFixed(3);
+}
+
+function renderIngest(c) {
+  $("ingest").textContent = `${c.received} messages received, ${c.skipped} broken ones ` +
+    `skipped, ${c.dropped} dropped`;
 }
 
 function labelCell(a) {
@@ -188,7 +194,8 @@ function apply(u) {
   const now = Date.now() / 1000;
   for (const d of u.devices || []) {
     renderDevice(d);
-    if (d.state && d.state.wall_time) {
+    if (d.state && d.state.wall_time && d.state.wall_time !== lastState.get(d.id)) {
+      lastState.set(d.id, d.state.wall_time);  // a new state message, not a re-sent one
       stats.latencies.push(now - d.state.wall_time);
       if (stats.latencies.length > 20000) stats.latencies.splice(0, 10000);
     }
@@ -197,6 +204,7 @@ function apply(u) {
   for (const a of u.activations || []) addActivation(a);
   for (const l of u.labels || []) applyLabel(l);
   renderTotals(u.totals);
+  if (u.ingest) renderIngest(u.ingest);
   if ((u.activations && u.activations.length) || (u.labels && u.labels.length)) scheduleChart();
 }
 
@@ -232,7 +240,7 @@ function drawChart(c) {
     const v = max * k / 4;
     s.appendChild(svg("line", {x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e3e6ec"}));
     s.appendChild(svg("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end"},
-                      Number.isInteger(v) ? String(v) : v.toFixed(1)));
+                      Number.isInteger(v) ? String(v) : v.toFixed(2)));
   }
   for (let i = 0; i < n; i += Math.max(1, Math.floor(n / 8))) {
     s.appendChild(svg("text", {x: x(i), y: H - 8, "text-anchor": "middle"},
@@ -261,7 +269,7 @@ async function load() {
   const f = await r.json();
   for (const d of f.devices) renderDevice(d);
   renderTotals(f.totals);
-  $("ingest").textContent = `${f.ingest.received} messages received, ${f.ingest.skipped} broken ones skipped`;
+  renderIngest(f.ingest);
   if (selected !== null) select(selected);
   loadChart();
 }

@@ -1,0 +1,260 @@
+"""The dashboard's ingest, history and web API, against a real Mosquitto (no browser)."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge.cli import main as cli
+from edge.dashboard.app import Dashboard
+from edge.dashboard.ingest import Incoming, Ingestor
+from edge.dashboard.simulator import FleetProfile, FleetSimulator
+from edge.dashboard.store import FleetStore
+from edge.errors import UsageError
+from edge.mqtt.messages import activation_message, encode, state_message
+from edge.mqtt.topics import broker_from_url
+from tests.fixtures.mqtt import free_port
+from tests.mqtt_helpers import Commander
+
+DEV = "0123456789abcdef"
+
+
+def state(mode: str = "listening", t: float | None = None) -> bytes:
+    return encode(state_message(mode=mode, mute_causes=[], models={"hey_jarvis": 0.5},
+                                version="0.1.0", uptime_s=5, rtf=0.1, last_activation=None,
+                                false_per_hour=0, wall_time=t or time.time())).encode()
+
+
+def activation(aid: str, likely_false: bool = False, t: float | None = None) -> bytes:
+    return encode(activation_message(activation_id=aid, wall_time=t or time.time(),
+                                     model="hey_jarvis", score=0.8, threshold=0.5,
+                                     reason="no_speech" if likely_false else "silence",
+                                     duration_s=2.0, likely_false=likely_false,
+                                     kept=not likely_false)).encode()
+
+
+def msg(topic: str, payload: bytes, retain: bool = False) -> Incoming:
+    return Incoming(topic, payload, retain, time.time())
+
+
+@pytest.fixture
+def ingestor(tmp_path: Path) -> Any:
+    store = FleetStore.open(tmp_path / "fleet.sqlite3")
+    yield Ingestor(store)
+    store.close()
+
+
+@pytest.fixture
+def dashboard(tmp_path: Path, mqtt_broker: Any) -> Any:
+    made: list[Dashboard] = []
+
+    def start(**kw: Any) -> Dashboard:
+        d = Dashboard(broker_from_url(f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}"),
+                      tmp_path / f"fleet{len(made)}.sqlite3", port=free_port(), **kw).start()
+        assert d.mqtt.wait_connected(10.0)
+        made.append(d)
+        return d
+
+    yield start
+    for d in made:
+        d.stop()
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST", headers={
+        "content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_messages_become_history_and_one_update_per_batch(ingestor: Ingestor) -> None:
+    up = ingestor.ingest([msg(f"edge/{DEV}/status", b"online"),
+                          msg(f"edge/{DEV}/state", state()),
+                          msg(f"edge/{DEV}/event/activation", activation("a1", True)),
+                          msg(f"edge/{DEV}/event/activation", activation("a1", True))])
+    assert [d["id"] for d in up["devices"]] == [DEV]
+    assert [a["id"] for a in up["activations"]] == ["a1"]  # a re-delivery is stored once
+    assert up["totals"]["online"] == 1 and up["totals"]["false"] == 1
+    dev = ingestor.store.device(DEV)
+    assert dev is not None and dev["online"] and dev["state"]["mode"] == "listening"
+    up = ingestor.ingest([msg(f"edge/{DEV}/cmd/label/result", encode(
+        {"command": "label", "tx": None, "ok": True, "activation": "a1",
+         "label": "true"}).encode())])
+    assert up["labels"][0]["label"] == "true"
+    assert ingestor.store.activations(DEV)[0]["label"] == "true"
+    assert ingestor.store.totals(time.time())["false"] == 0
+    chart = ingestor.store.false_per_hour(time.time())
+    assert len(chart["hours"]) == 24 and chart["series"] == []
+
+
+BROKEN = [
+    (f"edge/{DEV}/status", b"maybe"),
+    (f"edge/{DEV}/state", b"\xff\xfe"),
+    (f"edge/{DEV}/state", b"[1, 2]"),
+    (f"edge/{DEV}/state", b'{"mode": "dancing"}'),
+    (f"edge/{DEV}/state", b'{"mode": "listening", "models": []}'),
+    (f"edge/{DEV}/event/activation", b'{"id": 5}'),
+    (f"edge/{DEV}/event/activation", activation("a2").replace(b'"score":0.8', b'"score":"x"')),
+    (f"edge/{DEV}/event/activation", b"{" * 5000),
+    (f"edge/{DEV}/something/else", b"{}"),
+    ("edge/not a device!/state", state()),
+    (f"edge/{DEV}/state", b'{"pad": "' + b"x" * 70000 + b'"}'),
+    (f"edge/{DEV}/cmd/label/result", b'{"ok": true}'),
+]
+
+
+def test_broken_messages_from_other_publishers_are_logged_and_skipped(
+        ingestor: Ingestor, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "edge.dashboard.ingest")
+    ingestor.ingest([msg(t, p) for t, p in BROKEN] +
+                    [msg(f"edge/{DEV}/event/activation", activation("r1"), retain=True)])
+    assert ingestor.counters.skipped == len(BROKEN) + 1
+    assert ingestor.counters.stored == 0
+    assert ingestor.store.devices() == []
+    assert len([r for r in caplog.records if "skipped a broken message" in r.message]) == \
+        len(BROKEN) + 1
+    up = ingestor.ingest([msg(f"edge/{DEV}/state", state())])  # and it goes on
+    assert up["devices"][0]["state"]["mode"] == "listening"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(rest=st.sampled_from(["status", "state", "event/activation", "cmd/label/result",
+                             "cmd/mute", "x"]),
+       payload=st.one_of(st.binary(max_size=300),
+                         st.recursive(st.none() | st.booleans() | st.floats() | st.text(),
+                                      lambda k: st.lists(k) | st.dictionaries(st.text(), k),
+                                      max_leaves=20).map(lambda o: json.dumps(o).encode())),
+       retain=st.booleans())
+def test_no_message_can_break_the_ingest(ingestor: Ingestor, rest: str, payload: bytes,
+                                         retain: bool) -> None:
+    before = ingestor.counters.received
+    ingestor.ingest([msg(f"edge/{DEV}/{rest}", payload, retain)])
+    assert ingestor.counters.received == before + 1
+
+
+def test_live_updates_and_a_label_round_trip_over_mqtt(dashboard: Any, mqtt_broker: Any) -> None:
+    dash = dashboard()
+    sim = FleetSimulator(broker_from_url(f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}"),
+                         FleetProfile(devices=3, state_interval_s=1.0,
+                                      activations_per_hour=3600.0), seed=1)
+    conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=10)
+    conn.request("GET", "/events")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("content-type").startswith("text/event-stream")
+    sim.connect()
+    try:
+        sim.run(2.5)
+        seen: set[str] = set()
+        deadline = time.monotonic() + 10
+        while len(seen) < 3 and time.monotonic() < deadline:
+            line = resp.fp.readline()
+            if line.startswith(b"data: "):
+                for d in json.loads(line[6:]).get("devices", []):
+                    seen.add(d["id"])
+        assert seen == {d.id for d in sim.devices}
+        status, fleet = get(f"{dash.url}api/fleet")
+        assert fleet["totals"]["online"] == 3 and fleet["totals"]["activations"] >= 1
+        dev = next(d for d in fleet["devices"] if d["state"]["last_activation"])
+        aid = dev["state"]["last_activation"]["id"]
+        status, body = post(f"{dash.url}api/label", {"device": dev["id"], "activation": aid,
+                                                     "label": "false"},
+                            {"x-edge-dashboard": "1"})
+        assert status == 200 and body["status"] == "sent"
+        sim.run(1.0)  # the simulated device answers
+        deadline = time.monotonic() + 10
+        while (dash.store.label_status(body["tx"]) or {}).get("status") != "ok":
+            assert time.monotonic() < deadline, "the label was not confirmed"
+            time.sleep(0.05)
+        assert dash.store.activation(dev["id"], aid)["label"] == "false"
+        assert next(iter(sim.devices[i].labels for i in range(3)
+                         if sim.devices[i].id == dev["id"])) == {aid: "false"}
+    finally:
+        sim.close()
+        conn.close()
+
+
+def test_label_api_refuses_bad_requests(dashboard: Any) -> None:
+    dash = dashboard()
+    ok_headers = {"x-edge-dashboard": "1"}
+    assert post(f"{dash.url}api/label", {"device": DEV, "activation": "a", "label": "false"},
+                )[0] == 403  # a cross-site form cannot set the header
+    assert post(f"{dash.url}api/label", b"not json", ok_headers)[0] == 400
+    assert post(f"{dash.url}api/label", {"device": "../x", "activation": "a",
+                                         "label": "false"}, ok_headers)[0] == 400
+    assert post(f"{dash.url}api/label", {"device": DEV, "activation": "a",
+                                         "label": "maybe"}, ok_headers)[0] == 400
+    assert post(f"{dash.url}api/label", {"device": DEV, "activation": "nope",
+                                         "label": "false"}, ok_headers)[0] == 404
+    assert get(f"{dash.url}api/devices/bad%20id/activations")[0] == 400
+
+
+def test_other_addresses_need_a_password(dashboard: Any, mqtt_broker: Any,
+                                         tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="password"):
+        Dashboard(broker_from_url(f"mqtt://127.0.0.1:{mqtt_broker.port}"),
+                  tmp_path / "x.sqlite3", host="0.0.0.0")
+    dash = dashboard(password="s3cret")
+    assert get(f"{dash.url}api/fleet")[0] == 401
+    bad = base64.b64encode(b"edge:wrong").decode()
+    assert get(f"{dash.url}api/fleet", {"authorization": f"Basic {bad}"})[0] == 401
+    good = base64.b64encode(b"edge:s3cret").decode()
+    assert get(f"{dash.url}api/fleet", {"authorization": f"Basic {good}"})[0] == 200
+
+
+def test_cli_refuses_bad_arguments_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["dashboard", "--broker", "http://example"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mqtt://HOST" in err
+    assert cli(["dashboard", "--broker", "mqtt://u:p@host"]) == 2
+    assert "--password-file" in capsys.readouterr().err
+    assert cli(["simulate-fleet", "--broker", "mqtt://localhost", "--devices", "0"]) == 2
+    assert "--devices must be" in capsys.readouterr().err
+    assert cli(["dashboard", "--broker", "mqtt://localhost", "--base", "edge/#"]) == 2
+    assert "--base" in capsys.readouterr().err
+
+
+def test_device_and_simulator_speak_the_same_format(mqtt_broker: Any) -> None:
+    """What the simulator publishes passes the dashboard's checks unchanged."""
+    from edge.mqtt.messages import check_activation, check_state, decode_object
+
+    watch = Commander(mqtt_broker)
+    sim = FleetSimulator(broker_from_url(f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}"),
+                         FleetProfile(devices=2, state_interval_s=1.0,
+                                      activations_per_hour=7200.0), seed=2)
+    sim.connect()
+    try:
+        sim.run(2.0)
+    finally:
+        sim.close()
+    watch.wait_for(lambda: any(t.endswith("/event/activation") for t, _, _ in watch.messages))
+    for topic, payload, _r in watch.messages:
+        if topic.endswith("/state") and payload:
+            check_state(decode_object(payload))
+        elif topic.endswith("/event/activation"):
+            check_activation(decode_object(payload))
+    watch.close()
