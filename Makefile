@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edge-installed
 SOURCES_STAMP := pyproject.toml
 
-.PHONY: setup apt venv models run test lint bench clean install uninstall purge
+.PHONY: setup apt venv models run test test-slow lint bench clean install uninstall purge
+.PHONY: fuzz soak
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 setup: apt venv models
@@ -42,10 +43,25 @@ lint: venv
 	shellcheck install.sh
 
 test: setup lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Tests marked slow (e.g. a full install.sh with every dependency): kept out of `make test`.
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+
+# Every fuzz target with 10,000 cases each (make test runs a fast subset of the same tests).
+FUZZ_TESTS := tests/test_fuzz_config.py tests/test_fuzz_cli.py tests/test_fuzz_audio.py \
+	tests/test_fuzz_mqtt.py
+fuzz: setup
+	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q --hypothesis-show-statistics $(FUZZ_TESTS)
+
+# 24 hours of audio through the live daemon (about half an hour here); HOURS=0.5 for less.
+HOURS ?= 24
+soak: setup
+	nice $(BIN)/python bench/soak.py --hours $(HOURS) --out bench/results/soak.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

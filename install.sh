@@ -203,11 +203,14 @@ create_user() {
   [ -n "$(id_of passwd "$NAME")" ] || die "systemd-sysusers did not create the user $NAME"
 }
 
-install_venv() {
+make_venv() {
   mkdir -p "$OPT"
   if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv --system-site-packages "$VENV"
   fi
+}
+
+install_package() {
   local extras=""
   grep -q '^pi = ' "$SRC/pyproject.toml" && extras="[pi]"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade \
@@ -221,6 +224,8 @@ install_venv() {
 # Run it as the service's user to see what the service sees: sudo -u $NAME edge doctor
 export STATE_DIRECTORY="\${STATE_DIRECTORY:-/var/lib/$NAME}"
 export EDGE_MODELS_DIR="\${EDGE_MODELS_DIR:-/var/lib/$NAME/models}"
+# lgpio makes its notification pipes in \$LG_WD (else the working directory, maybe not writable)
+export LG_WD="\${LG_WD:-/tmp}"
 exec /opt/$NAME/venv/bin/edge "\$@"
 EOF
   chmod 0755 "$WRAPPER"
@@ -286,10 +291,14 @@ write_config() {
 
 fetch_models() {
   # Verified against models/manifest.toml: a mismatch is refused, nothing is half-installed.
-  "$VENV/bin/python" -I - "$MODELS" "$MODELS_FROM" <<'PY'
+  # The checkout's edge.modelstore (standard library only) with the venv's pip, so a bad
+  # source fails before the package is built.
+  mkdir -p "$MODELS"
+  "$VENV/bin/python" -I - "$SRC" "$MODELS" "$MODELS_FROM" <<'PY'
 import sys
 from pathlib import Path
 
+sys.path.insert(0, sys.argv.pop(1))
 from edge.errors import EdgeError
 from edge.modelstore import Manifest, ModelStore
 
@@ -335,8 +344,9 @@ say "checking the platform";            check_platform
 say "checking the configuration";       check_config
 say "installing Debian packages";       install_apt
 say "creating the system user";         create_user
-say "installing into $VENV";            install_venv
-say "writing the configuration";        write_config
+say "making $VENV";                     make_venv
 say "fetching and verifying the models"; fetch_models
+say "installing edge-recorder into it"; install_package
+say "writing the configuration";        write_config
 say "installing the service";           install_unit
 say "installed edge-recorder $(cat "$OPT/VERSION") ('sudo -u $NAME edge doctor' checks it all)"

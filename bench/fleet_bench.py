@@ -15,8 +15,9 @@ Phases:
   word on television). Every published message must reach the history, none may be
   dropped, and the p95 latency must stay under 1 s (SSE) and 2 s (page).
 * ``stress``: state every 1, 0.5 and 0.25 s per device (1,000 to 4,000 messages/s
-  offered), to find the rate the dashboard sustains; reported, with the lag left
-  when the simulator stops.
+  asked of the simulator), to find the rate the dashboard sustains: the highest
+  offered rate it stores as it comes (nothing dropped, under a second behind when
+  the simulator stops); it must be at least 10 times the realistic rate.
 
 Results: a table on stdout and bench/results/fleet.json; exit 1 if a target is missed.
 """
@@ -99,9 +100,10 @@ class SseWatcher(threading.Thread):
         self._stop.set()
 
 
-def fleet(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/fleet", timeout=30) as r:
-        return dict(json.loads(r.read()))
+def counters(port: int) -> dict[str, Any]:
+    """The dashboard's ingest counters (``/api/health``: cheap even under load)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=30) as r:
+        return dict(json.loads(r.read())["ingest"])
 
 
 def simulate(broker_port: int, devices: int, seconds: float, state_interval: float,
@@ -137,33 +139,36 @@ def published(proc: subprocess.Popen[str], seconds: float) -> int:
 def phase(name: str, broker: Broker, dash_port: int, sse: SseWatcher, page: Any,
           devices: int, seconds: float, state_interval: float, per_hour: float,
           burst_every: float, seed: int) -> dict[str, Any]:
-    before = fleet(dash_port)["ingest"]["received"]
+    before = counters(dash_port)["received"]
     proc, _cmd = simulate(broker.port, devices, seconds, state_interval, per_hour, burst_every,
                           seed)
     try:
         t0, at_online = wait_online(proc)
+        sse.take()
+        page.execute_script("window.edgeStats.latencies = []; window.edgeStats.applied = 0;")
+        start = counters(dash_port)
+        ts = time.monotonic()
+        n_pub = published(proc, seconds)  # waits for the simulator to finish (and go offline)
     except BaseException:
         proc.kill()
         raise
-    sse.take()
-    page.execute_script("window.edgeStats.latencies = []; window.edgeStats.applied = 0;")
-    start_received = fleet(dash_port)["ingest"]["received"]
-    n_pub = published(proc, seconds)  # waits for the simulator to finish (and go offline)
     t1 = time.monotonic()
-    mid = fleet(dash_port)["ingest"]
+    mid = counters(dash_port)
+    te = time.monotonic()
     sse_lat, updates, device_updates = sse.take()
     page_stats = page.execute_script("return window.edgeStats")
     page_lat = [float(x) for x in page_stats["latencies"]]
     # drain: whatever the dashboard still has queued
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     end = mid
     while time.monotonic() < deadline:
         time.sleep(1.0)
-        end = fleet(dash_port)["ingest"]
-        if end["received"] - before >= n_pub:
+        end = counters(dash_port)
+        if end["received"] - before >= n_pub and end["queued"] == 0:
             break
+    drain_s = time.monotonic() - te
     window = t1 - t0
-    got_in_window = mid["received"] - start_received
+    got_in_window = mid["stored"] + mid["skipped"] - start["stored"] - start["skipped"]
     r = {
         "phase": name, "devices": devices, "seconds": round(window, 1),
         "state_interval_s": state_interval, "activations_per_device_hour": per_hour,
@@ -172,9 +177,10 @@ def phase(name: str, broker: Broker, dash_port: int, sse: SseWatcher, page: Any,
         "received_total": end["received"] - before,
         "dropped": end["dropped"], "skipped": end["skipped"],
         "offered_msgs_per_s": round((n_pub - at_online - devices) / window, 1),
-        "ingested_msgs_per_s": round(got_in_window / window, 1),
-        "lag_at_stop": max(0, n_pub - (mid["received"] - before)),
-        "drained": end["received"] - before >= n_pub,
+        "ingested_msgs_per_s": round(got_in_window / (te - ts), 1),
+        "lag_at_stop": max(0, n_pub - (mid["stored"] + mid["skipped"] - before)),
+        "drain_s": round(drain_s, 1),
+        "drained": end["received"] - before >= n_pub and end["queued"] == 0,
         "sse_updates": updates, "sse_device_updates": device_updates,
         "sse_latency_s": {"p50": pct(sse_lat, 0.5), "p95": pct(sse_lat, 0.95),
                           "p99": pct(sse_lat, 0.99), "max": pct(sse_lat, 1.0)},
@@ -232,21 +238,25 @@ def main(argv: list[str]) -> int:
             dash.kill()
         broker.stop()
     real = results[0]
-    sustained = max((r["ingested_msgs_per_s"] for r in results
-                     if r["dropped"] == 0 and r["lag_at_stop"] <= 0.02 * r["published"]),
-                    default=0.0)
+    # the highest offered rate the dashboard stored as it came (no drops, under 1 s behind)
+    sustained = max((r["offered_msgs_per_s"] for r in results
+                     if r["dropped"] == 0 and r["drained"]
+                     and r["lag_at_stop"] <= r["offered_msgs_per_s"]), default=0.0)
+    peak = max(r["ingested_msgs_per_s"] for r in results)
     checks = {
         "realistic: every message stored, none dropped": real["drained"] and real["dropped"] == 0,
         "realistic: SSE p95 latency < 1 s": (real["sse_latency_s"]["p95"] or 99) < 1.0,
         "realistic: page p95 latency < 2 s": (real["page_latency_s"]["p95"] or 99) < 2.0,
-        "sustains at least 1,000 messages/s": sustained >= 1000,
+        "stress: keeps up with 10x the realistic rate": sustained >= 10 * real[
+            "offered_msgs_per_s"],
     }
     out = {"bench": "fleet", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "machine": {"cpus": os.cpu_count()}, "phases": results,
-           "sustained_msgs_per_s": sustained, "checks": checks}
+           "sustained_msgs_per_s": sustained, "peak_ingest_msgs_per_s": peak,
+           "checks": checks}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"sustained without loss or lag: {sustained} msg/s")
+    print(f"sustained without loss or lag: {sustained} msg/s; peak ingest {peak} msg/s")
     for what, ok in checks.items():
         print(f"  {'ok  ' if ok else 'FAIL'} {what}")
     shutil.rmtree(work, ignore_errors=True)

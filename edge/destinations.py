@@ -1,8 +1,8 @@
 """Where clips may go: checks on the ``[upload]`` config, and destinations named without secrets.
 
 A destination string (``mqtts://broker:8883/edge-recorder/<id>/clip``,
-``https://host/path``) is what the log and the ledger show: it never holds a
-user name, password, token or query string.
+``https://host:port``) is what the log and the ledger show: it never holds a
+user name, password, token, URL path or query string.
 """
 
 from __future__ import annotations
@@ -73,12 +73,13 @@ def check_https_url(url: str) -> None:
 
 
 def https_destination(url: str) -> str:
+    """``scheme://host[:port]``: no path or query, which may hold a webhook's secret."""
     p = urlsplit(url)
     host = p.hostname or ""
     if ":" in host:
         host = f"[{host}]"
     port = f":{p.port}" if p.port else ""
-    return f"{p.scheme}://{host}{port}{p.path or '/'}"
+    return f"{p.scheme}://{host}{port}"
 
 
 def mqtt_topic(cfg: MqttUploadConfig, device_id: str) -> str:

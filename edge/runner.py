@@ -105,7 +105,12 @@ class Runner:
             cmd = self._commands.get(timeout=timeout)
         except queue.Empty:
             return
-        self._commands.put(cmd)
+        # Run it here: it is the oldest. Putting it back would run it after newer ones
+        # (a mute and an unmute posted together would swap).
+        try:
+            cmd(self.recorder)
+        except Exception:
+            log.exception("command failed")
 
     def _sync_capture(self) -> None:
         want = self.recorder.state not in (State.MUTED, State.STOPPED)

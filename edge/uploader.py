@@ -120,12 +120,17 @@ class Uploader:
 
     def step(self) -> float:
         """Try the next due clip, if any; return how long to wait before the next step."""
-        now = self.clock.wall()
-        if now < self._hold_until:
-            return self._hold_until - now
+        now, mono = self.clock.wall(), self.clock.monotonic()
+        if mono < self._hold_until:  # monotonic: a wall clock set back must not stall us
+            return self._hold_until - mono
         entry = self.outbox.due(now)
         if entry is None:
             nxt = self.outbox.next_due()
+            if nxt is not None and nxt - now > self.retry_max_s:
+                # no backoff is longer than retry_max_s: the wall clock went back, and the
+                # stored retry times are stale; try the oldest now
+                entry = self.outbox.due(nxt)
+        if entry is None:
             with self._idle:
                 self._idle.notify_all()
             return IDLE_WAIT_S if nxt is None else min(max(nxt - now, 0.01), IDLE_WAIT_S)
@@ -175,7 +180,7 @@ class Uploader:
         now = self.clock.wall()
         delay = self.backoff(self.consecutive_failures)
         self.delays.append(delay)
-        self._hold_until = now + delay
+        self._hold_until = self.clock.monotonic() + delay
         self.outbox.retry_later(entry.id, now + self.backoff(entry.attempts + 1), error)
         self._note(entry, "failed", error)
         if error != self._last_reported:

@@ -9,7 +9,8 @@ packages=(
   espeak-ng sox                                    # synthesized test phrases and the demo
   mosquitto mosquitto-clients                      # the real broker the MQTT tests start
   chromium chromium-driver                         # the dashboard's browser tests (Selenium)
-  systemd passwd shellcheck                        # unit and installer tests: systemd-analyze, sysusers, userdel
+  systemd passwd shellcheck fakeroot               # unit and installer tests: systemd-analyze, sysusers, userdel
+  python3-seccomp                                  # the unit's syscall filter, emulated in tests
   ${EXTRA_APT_PACKAGES:-}
 )
 missing=()

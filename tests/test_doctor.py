@@ -17,20 +17,13 @@ import pytest
 from edge.cli import main
 from edge.config import Config, load_config
 from edge.doctor import Doctor, Finding, Status, busy_audio
-from tests.fixtures.audio import phrase
 from tests.fixtures.hardware import states
 from tests.fixtures.https import make_tls_files
 from tests.fixtures.mqtt import TlsListener, free_port
 from tests.fixtures.portaudio import FakeHost, FakeMic
+from tests.fixtures.wake import wake_stream
 
 Usage = namedtuple("Usage", "total used free")
-
-
-def speech(seconds: float = 3.0) -> np.ndarray:
-    out = np.zeros(int(seconds * 16000), dtype=np.int16)
-    p = phrase("hey jarvis")
-    out[1600:1600 + len(p)] = p
-    return out
 
 
 def write_config(path: Path, text: str) -> Path:
@@ -73,7 +66,7 @@ def tls_broker(mosquitto_broker, tmp_path):
 
 
 def test_healthy_device_passes_every_check_through_the_cli(alsa, tls_broker, tmp_path, capsys):
-    alsa.add("edgemic", speech())
+    alsa.add("edgemic", wake_stream(3.0, at_s=0.1))
     broker, tls = tls_broker
     cfg = write_config(tmp_path / "config.toml", config_text(
         tmp_path,
@@ -92,7 +85,7 @@ def test_healthy_device_passes_every_check_through_the_cli(alsa, tls_broker, tmp
 
 
 def test_json_output_is_one_object_per_check(alsa, tmp_path, capsys):
-    alsa.add("edgemic", speech())
+    alsa.add("edgemic", wake_stream(3.0, at_s=0.1))
     cfg = write_config(tmp_path / "config.toml", config_text(tmp_path))
     assert main(["doctor", "--config", str(cfg), "--json", "--only", "audio",
                  "--only", "disk"]) == 0
@@ -158,7 +151,7 @@ def test_silent_microphone_fails(alsa, tmp_path):
 
 
 def test_stalled_microphone_fails(tmp_path):
-    mic = FakeMic("edgemic", speech()[:, None], rate=16000, stalls_after=3)
+    mic = FakeMic("edgemic", wake_stream(3.0, at_s=0.1)[:, None], rate=16000, stalls_after=3)
     f = only(doctor(cfg_from(tmp_path), pa_factory=FakeHost([mic])).run(["audio"]), "audio")
     assert f.status is Status.FAIL
     assert "delivered no audio" in f.detail

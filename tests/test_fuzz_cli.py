@@ -7,7 +7,8 @@ SystemExit, and leave the sandbox untouched unless the command is one that write
 Everything runs in a sandbox: $HOME, $STATE_DIRECTORY and the working directory are
 temporary, path arguments come from a vocabulary of sandbox files or relative names,
 and ``models fetch`` always gets ``--from`` a local file and ``--dir`` in the sandbox
-(it never goes to the network). ``run --realtime`` is not generated: it only paces the
+(it never goes to the network). ``edge dashboard`` serves until stopped, so its
+generated arguments always end in ``--help``. ``run --realtime`` is not generated: it only paces the
 same path to real time, and would make each case take seconds.
 """
 
@@ -71,6 +72,8 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     return out
 
 
+SERVERS = ("dashboard",)
+"""Commands that serve until stopped; their argument parsing is still fuzzed (see argvs)."""
 PARSERS = _parsers()
 # Commands that must not change anything on disk, with the flags that make them write.
 READ_ONLY = {"audit": (), "config": (), "config example": (), "config check": (),
@@ -127,6 +130,8 @@ def argvs(draw: st.DrawFn) -> list[str]:
             *(t for u in units for t in u)]
     if command == "models fetch":  # never the network, never outside the sandbox
         argv += ["--from", "garbage.whl", "--dir", "models-out"]
+    if command in SERVERS:  # parse the arguments, but do not serve
+        argv.append("--help")
     return argv
 
 

@@ -77,16 +77,16 @@ def test_each_backend_shows_four_distinct_looks(pwm_factory):
     for led in (one, dim):
         for look in (Look.LISTENING, Look.RECORDING, Look.LISTENING):
             led.show(look)
-    states(pwm_factory.pin(5), [False, True, False])
+    states(pwm_factory.pin(5), [0, 1, 0])
     states(pwm_factory.pin(6), [0, 0.2, 0.9, 0.2])
     for led in (one, dim):
         led.show(Look.MUTED)  # a short flash every 2 s: it starts with the flash
     wait_for(lambda: len(pwm_factory.pin(5).states) >= 4 and len(pwm_factory.pin(6).states) >= 5)
-    assert pwm_factory.pin(5).states[3].state is True
+    assert pwm_factory.pin(5).states[3].state == 1
     assert pwm_factory.pin(6).states[4].state == 1
     for led in (one, dim):
         led.close()
-    assert pwm_factory.pin(5).states[-1].state is False
+    assert pwm_factory.pin(5).states[-1].state == 0
 
 
 class Apa102Listener:
@@ -124,7 +124,8 @@ def decode(bits: list[int]) -> list[tuple[int, int, int, int]]:
 def test_apa102_pixels_on_the_respeaker_2mic(tmp_path, factory, store):
     listener = Apa102Listener(factory)
     rig = make_rig(tmp_path, wake_stream(), factory,
-                   hardware={"profile": "respeaker-2mic-v2", "mute_pin": "GPIO22"})
+                   hardware={"profile": "respeaker-2mic-v2", "mute_pin": "GPIO22",
+                             "led_spi": "software"})
     factory.pin(MUTE).drive_low()
     rig.run()
     power = factory.pin(12)
@@ -137,7 +138,7 @@ def test_apa102_pixels_on_the_respeaker_2mic(tmp_path, factory, store):
 
 def test_apa102_twelve_pixels_muted_red_on_the_4mic(factory):
     listener = Apa102Listener(factory)
-    leds = Apa102(12, "hardware", Pin(5, "hardware.led_power_pin", "GPIO5"), True, 1.0, 0.0,
+    leds = Apa102(12, "software", Pin(5, "hardware.led_power_pin", "GPIO5"), True, 1.0, 0.0,
                   factory)
     leds.show(Look.MUTED)
     leds.show(Look.ERROR)
@@ -154,43 +155,30 @@ def test_apa102_frame_layout():
     assert len(frame) == 4 + 17 * 4 + 2  # one end byte per 16 LEDs, rounded up
 
 
-def no_hardware_spi(factory_cls):  # type: ignore[no-untyped-def]
-    """A MockFactory on which the kernel's spidev is missing (SPI not enabled)."""
-
-    class NoSpi(factory_cls):  # type: ignore[misc,valid-type]
-        def _get_spi_class(self, shared, hardware):  # type: ignore[no-untyped-def]
-            if hardware:
-                def missing(**_kw):  # type: ignore[no-untyped-def]
-                    raise OSError("[Errno 2] No such file or directory: '/dev/spidev0.0'")
-                return missing
-            return super()._get_spi_class(shared, hardware)
-
-    return NoSpi()
+@pytest.fixture
+def spi_disabled(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """A machine whose kernel has no SPI device node (dtparam=spi=on never set)."""
+    monkeypatch.setattr("edge.hardware.indicators.SPIDEV", str(tmp_path / "spidev0.0"))
 
 
-def test_spi_unavailable_is_a_clear_error_naming_the_key():
-    from gpiozero.pins.mock import MockFactory
-
-    f = no_hardware_spi(MockFactory)
+def test_spi_unavailable_is_a_clear_error_naming_the_key(factory, spi_disabled):
     with pytest.raises(HardwareError, match=r"^hardware.led_spi = 'hardware': SPI is "
-                                            r"unavailable .*/dev/spidev0.0.*dtparam=spi=on"):
-        Apa102(3, "hardware", None, True, 0.5, 0.0, f)
+                                            r"unavailable \(there is no .*spidev0.0\).*"
+                                            r"dtparam=spi=on"):
+        Apa102(3, "hardware", None, True, 0.5, 0.0, factory)
     # Bit-banging the same pins needs no spidev.
-    Apa102(3, "software", None, True, 0.5, 0.0, f).close()
+    Apa102(3, "software", None, True, 0.5, 0.0, factory).close()
 
 
-def test_spi_unavailable_leaves_the_device_muted(tmp_path, store):
-    from gpiozero.pins.mock import MockFactory
-
-    f = no_hardware_spi(MockFactory)
-    rig = make_rig(tmp_path, synth.silence(2.0), f,
+def test_spi_unavailable_leaves_the_device_muted(tmp_path, factory, spi_disabled, store):
+    rig = make_rig(tmp_path, synth.silence(2.0), factory,
                    hardware={"profile": "respeaker-2mic-v2", "mute_pin": "none"})
     rig.run_until(lambda: bool(rig.of(HardwareFault)) and
                   rig.daemon.recorder.state is State.MUTED)
     [fault] = rig.of(HardwareFault)
     assert fault.key == "hardware.led_spi"
     assert rig.source.starts == 0 and rig.source.reads == 0
-    states(f.pin(12), [False, True, False])  # the pixels' power was not left on
+    states(factory.pin(12), [False, True])  # active low: the pixels' power was not left on
 
 
 def test_the_indicator_cannot_be_off_while_uploading():

@@ -254,3 +254,20 @@ def test_sigterm_turns_the_recording_light_off(tmp_path, factory, store):
     assert fired, "the wake phrase should have started a recording"
     states(factory.pin(LED), [False, True, False])  # on while recording, off at SIGTERM
     assert rig.plugin.looks == [Look.LISTENING, Look.RECORDING, Look.OFF]
+
+
+def test_switch_edges_in_quick_succession_are_obeyed_in_order(tmp_path, factory, store):
+    rig = make_rig(tmp_path, synth.silence(1.0), factory, endless=True, pace_s=0.002)
+    t = rig.start()  # booted on mute: the loop idles, waiting for commands
+    order: list[int] = []
+    try:
+        wait_for(lambda: bool(rig.of(MuteChanged)))
+        for i in range(200):
+            rig.daemon.post(lambda _rec, i=i: order.append(i))
+            (factory.pin(MUTE).drive_low if i % 2 == 0 else factory.pin(MUTE).drive_high)()
+        rig.command(lambda rec: None)
+        final = rig.daemon.recorder.state
+    finally:
+        rig.stop(t)
+    assert order == list(range(200))
+    assert final is State.MUTED  # the last edge (i = 199) put the switch on mute

@@ -17,12 +17,10 @@ import stat
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from edge.modelstore import Manifest, ModelStore
-from tests.fixtures.audio import phrase
+from tests.fixtures.wake import write_wake_wav
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "install.sh"
@@ -96,7 +94,9 @@ def test_install_upgrade_uninstall_purge(root, store, tmp_path):
 
     config = root / "etc/edge-recorder/config.toml"
     st = config.stat()
-    assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_gid == gid
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    if os.geteuid() == 0:  # under fakeroot the ownership is only pretended
+        assert st.st_gid == gid
     text = config.read_text()
     assert text.startswith("# Written by install.sh")
     assert 'profile = "respeaker-2mic-v1"' in text and 'mute_pin = "GPIO22"' in text
@@ -200,10 +200,7 @@ def test_full_install_runs_the_recorder(root, store, tmp_path):
                             str(root / "etc/edge-recorder/config.toml")],
                            capture_output=True, text=True, env=env)
     assert check.returncode == 0, check.stderr
-    audio = np.concatenate([np.zeros(16000, np.int16), phrase("hey jarvis"),
-                            np.zeros(32000, np.int16)])
-    wav = tmp_path / "wake.wav"
-    sf.write(str(wav), audio, 16000, subtype="PCM_16")
+    wav = write_wake_wav(tmp_path / "wake.wav", 4.0)
     replay = subprocess.run([str(edge), "replay", str(wav), "--json"], capture_output=True,
                             text=True, env=env)
     assert replay.returncode == 0, replay.stderr

@@ -20,6 +20,7 @@ import soundfile as sf
 
 from edge.logsetup import JournalHandler, configure, decode, encode, fields, journal_wanted
 from tests.fixtures.audio import phrase
+from tests.fixtures.wake import write_wake_wav
 
 
 class Journal:
@@ -171,13 +172,7 @@ raise SystemExit(main(sys.argv[2:]))
 def test_a_full_run_logs_to_the_journal_with_no_audio(journal, tmp_path):
     """The live daemon over a file, under a journal stream: every line goes to journald with
     its fields, and none holds a byte of the input or of the clip it kept."""
-    audio = np.zeros(16000 * 7, dtype=np.int16)
-    wake, ask = phrase("hey jarvis"), phrase("what is the weather like today")
-    audio[16000:16000 + len(wake)] = wake
-    start = 16000 + len(wake) + 4000
-    audio[start:start + len(ask)] = ask
-    wav = tmp_path / "in.wav"
-    sf.write(str(wav), audio, 16000, subtype="PCM_16")
+    wav = write_wake_wav(tmp_path / "in.wav", 7.0, request="what is the weather like today")
     state = tmp_path / "state"
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'state_dir = "{state}"\nlog_level = "debug"\n')
@@ -195,6 +190,8 @@ def test_a_full_run_logs_to_the_journal_with_no_audio(journal, tmp_path):
     messages = [e["MESSAGE"] for e in entries]
     assert any(m.startswith("listening for hey_jarvis") for m in messages)
     assert any(m.startswith("stopped: 1 detections, 1 clips kept") for m in messages)
+    (stop,) = [e for e in entries if e.get("EDGE_EVENT") == "stop"]
+    assert (stop["EDGE_DETECTIONS"], stop["EDGE_CLIPS"]) == ("1", "1")
     assert all(e["SYSLOG_IDENTIFIER"] == "edge-recorder" and e["CODE_FILE"] for e in entries)
     assert "listening for" not in (tmp_path / "stderr").read_text()  # not twice
     logged = b"".join(journal.raw)

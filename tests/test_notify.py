@@ -22,7 +22,7 @@ from edge.daemon import Daemon
 from edge.engine import FRAME_SAMPLES
 from edge.errors import AudioDeviceError
 from edge.notify import Notifier, SystemdPlugin, Watchdog, watchdog_timeout
-from tests.fixtures.audio import phrase
+from tests.fixtures.wake import wake_stream
 
 
 class NotifySocket:
@@ -163,13 +163,6 @@ def test_watchdog_pings_from_the_idle_loop_while_muted():
 # ---- in the daemon ----------------------------------------------------------------------
 
 
-def speech_stream(seconds: float = 6.0) -> np.ndarray:
-    out = np.zeros(int(seconds * 16000), dtype=np.int16)
-    p = phrase("hey jarvis")
-    out[16000:16000 + len(p)] = p
-    return out
-
-
 def daemon_with(source, tmp_path: Path, plugin: SystemdPlugin) -> Daemon:
     cfg = Config(state_dir=str(tmp_path / "state"), output=OutputConfig(keep_local=False))
     return Daemon(cfg, source, plugins=[plugin])
@@ -186,7 +179,7 @@ def test_daemon_says_ready_after_the_microphone_opens_then_pings_then_stops(
 
     notifier = Notifier(notify_socket.address)
     plugin = SystemdPlugin(notifier, watchdog_s=2.0, monotonic=TickClock(0.08))
-    daemon = daemon_with(Mic(speech_stream(), name="test mic"), tmp_path, plugin)
+    daemon = daemon_with(Mic(wake_stream(6.0), name="test mic"), tmp_path, plugin)
     assert notify_socket.messages() == []  # models loaded, microphone not yet open: not ready
     daemon.run(install_signals=False)
     msgs = notify_socket.messages()
@@ -224,7 +217,7 @@ def test_daemon_never_says_ready_while_the_microphone_cannot_be_opened(
 
 def test_daemon_started_muted_is_ready_with_the_microphone_closed_and_keeps_pinging(
         store, tmp_path, notify_socket):
-    src = ArraySource(speech_stream(), name="test mic")
+    src = ArraySource(wake_stream(6.0), name="test mic")
     plugin = SystemdPlugin(Notifier(notify_socket.address), watchdog_s=0.2,
                            monotonic=TickClock(0.05))
     daemon = daemon_with(src, tmp_path, plugin)

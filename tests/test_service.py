@@ -1,30 +1,28 @@
-"""The systemd unit: `systemd-analyze verify`, the exposure score, and the settings that audio,
-GPIO and the watchdog depend on.
+"""The systemd unit: `systemd-analyze verify`, the exposure score, the settings that audio,
+GPIO and the watchdog depend on, and the recorder running inside the unit's sandbox.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge.commands.doctor import SYSTEM_CONFIG
+from tests.fixtures.https import make_tls_files
+from tests.fixtures.mqtt import TlsListener
+from tests.fixtures.sandbox import directives
+from tests.fixtures.wake import wake_stream, write_wake_wav
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "edge-recorder.service"
+EDGE = Path(sys.executable).parent / "edge"
 MAX_EXPOSURE = 3.0
-
-
-def directives(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", "[")) and "=" in line:
-            key, _, value = line.partition("=")
-            out.setdefault(key.strip(), []).append(value.strip())
-    return out
 
 
 def exposure(unit: Path) -> float:
@@ -85,7 +83,7 @@ def test_the_sandbox_leaves_audio_gpio_and_spi_reachable(unit):
 
 def test_hardening_and_directories(unit):
     for key, value in [("ProtectSystem", "strict"), ("ProtectHome", "yes"),
-                       ("NoNewPrivileges", "yes"), ("MemoryDenyWriteExecute", "yes"),
+                       ("NoNewPrivileges", "yes"),
                        ("StateDirectory", "edge-recorder"),
                        ("ConfigurationDirectory", "edge-recorder"),
                        ("RuntimeDirectory", "edge-recorder"), ("LimitCORE", "0")]:
@@ -102,3 +100,84 @@ def test_exec_start_matches_the_installer_and_the_doctor(unit):
     assert exec_start == f"/opt/edge-recorder/venv/bin/edge run --config {SYSTEM_CONFIG}"
     assert "VENV=$OPT/venv" in install and "OPT=$ROOT/opt/$NAME" in install
     assert "CONFIG=$ETC/config.toml" in install and "ETC=$ROOT/etc/$NAME" in install
+
+
+# ---- the program inside the unit's sandbox ------------------------------------------------
+# No systemd runs here, so tests/fixtures/sandbox.py applies the unit's own SystemCallFilter
+# (with its errno), RestrictAddressFamilies, MemoryDenyWriteExecute and ProtectSystem=strict (a
+# read-only root file system; /tmp, where the tests keep state_dir, stays writable) to one
+# process and execs the recorder in it. Not emulated: User=, DevicePolicy= and the Protect*=
+# settings for /proc, /sys and the kernel, which need a booted systemd (and a Pi) to exercise.
+
+SANDBOX = REPO / "tests" / "fixtures" / "sandbox.py"
+SYSTEM_PYTHON = "/usr/bin/python3"  # python3-seccomp is built for the distribution's Python
+
+
+def sandboxed(unit: Path, *command: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SYSTEM_PYTHON, str(SANDBOX), str(unit), "--", *command],
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+def run_recorder(unit: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], list[Path]]:
+    state = tmp_path / "state"
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'state_dir = "{state}"\n')
+    proc = sandboxed(unit, str(EDGE), "run", "--config", str(cfg), "--input",
+                     str(write_wake_wav(tmp_path / "wake.wav", request="what is the time")))
+    return proc, sorted((state / "clips").glob("*.wav"))
+
+
+def test_the_sandbox_enforces_the_units_filters(tmp_path):
+    probe = ("import os, socket\n"
+             "try:\n    os.chroot('/')\nexcept PermissionError:\n    print('chroot denied')\n"
+             "try:\n    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)\n"
+             "except OSError as e:\n    print('netlink', e.errno)\n"
+             "socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close(); print('inet6 ok')\n"
+             f"try:\n    open({str(REPO / '.sandbox-probe')!r}, 'w')\n"
+             "except OSError as e:\n    print('checkout', e.errno)\n")
+    proc = sandboxed(UNIT, SYSTEM_PYTHON, "-c", probe)
+    assert proc.stdout.split("\n")[:4] == ["chroot denied", "netlink 97", "inet6 ok",
+                                           "checkout 30"], proc.stderr  # 30: EROFS
+    assert not (REPO / ".sandbox-probe").exists()
+
+
+def test_the_recorder_keeps_its_clip_inside_the_units_sandbox(store, tmp_path):
+    proc, clips = run_recorder(UNIT, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(clips) == 1
+    assert " ERROR " not in proc.stderr, proc.stderr
+
+
+def test_write_xor_execute_is_on_exactly_when_the_recorder_survives_it(store, tmp_path):
+    """soundfile encodes WAV in memory through cffi callbacks, which need W+X memory. While
+    that is so the unit must leave MemoryDenyWriteExecute off; once the recorder keeps its
+    clip under W^X, this test asks for it to be turned on."""
+    strict = tmp_path / "strict.service"
+    strict.write_text(UNIT.read_text().replace("[Service]\n",
+                                               "[Service]\nMemoryDenyWriteExecute=yes\n"))
+    proc, clips = run_recorder(strict, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    survives = len(clips) == 1
+    assert ("MemoryDenyWriteExecute" in directives(UNIT.read_text())) == survives, proc.stderr
+    if not survives:
+        assert "Cannot allocate write+execute memory" in proc.stderr
+
+
+def test_doctor_passes_inside_the_units_sandbox(alsa, mosquitto_broker, store, tmp_path):
+    """Capture (PortAudio on an ALSA PCM), the models, the engine, mock GPIO and a TLS
+    connection to a real Mosquitto, all under the unit's filters."""
+    alsa.add("edgemic", wake_stream(3.0, at_s=0.1))
+    tls = make_tls_files(tmp_path / "tls", name="broker")
+    broker = mosquitto_broker(tls=TlsListener(tls.ca, tls.cert, tls.key))
+    cfg = tmp_path / "doctor.toml"
+    cfg.write_text(f'state_dir = "{tmp_path / "state"}"\n[audio]\ninput = "edgemic"\n'
+                   '[hardware]\nprofile = "generic-usb"\npin_factory = "mock"\n'
+                   f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
+                   f'ca = "{tls.ca}"\n')
+    proc = sandboxed(UNIT, str(EDGE), "doctor", "--config", str(cfg), "--json",
+                     "--cpu-seconds", "1")
+    rows = {r["check"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    for check in ("config", "models", "audio", "mute", "leds", "broker", "disk"):
+        assert rows[check]["status"] == "ok", rows[check]
+    assert "TLSv1" in rows["broker"]["detail"]
+    assert "real-time factor" in rows["cpu"]["detail"]

@@ -45,7 +45,7 @@ def test_https_delivers_each_clip_with_its_metadata_and_token(https_receiver, ri
         assert meta["id"] == cid and meta["model"] == "hey_jarvis"
     entries = read_ledger(r.ledger.path).entries
     assert sorted(e["clip"] for e in entries if e["result"] == "delivered") == sorted(clips)
-    assert {e["destination"] for e in entries} == {f"https://127.0.0.1:{rx.port}/clips"}
+    assert {e["destination"] for e in entries} == {f"https://127.0.0.1:{rx.port}"}
     assert "s3cret-bearer-token" not in "\n".join(m.getMessage() for m in caplog.records)
     assert "s3cret-bearer-token" not in r.ledger.path.read_text()
 
@@ -94,3 +94,19 @@ def test_unreachable_receiver_is_reported_once_and_nothing_is_lost(rig, caplog):
     [msg] = errors(caplog, "upload to")
     assert "cannot reach" in msg and "upload.https.url" in msg
     assert r.outbox.count() == 2
+
+
+def test_mutual_tls_with_a_client_certificate(https_receiver, rig, caplog):
+    rx = https_receiver(require_client_cert=True)
+    without = rig(url=rx.url, ca=str(rx.ca_path))
+    without.put(1)
+    without.wait_failures(2)
+    [msg] = errors(caplog, "upload to")
+    assert "upload.https." in msg                  # names what to check
+    assert rx.ok_bodies() == {}
+    assert without.outbox.count() == 1
+    with_cert = rig(url=rx.url, ca=str(rx.ca_path), cert=str(rx.tls.client_cert),
+                    key=str(rx.tls.client_key))
+    clips = with_cert.put(2, seed=10)
+    with_cert.wait_empty()
+    assert rx.ok_bodies() == clips

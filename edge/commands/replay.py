@@ -46,6 +46,9 @@ def main(args: argparse.Namespace) -> int:
     from edge.sinks.local import LocalDirSink
 
     cfg = replay_config(args)
+    if args.clips is not None and args.clips.exists() and not args.clips.is_dir():
+        raise UsageError(f"--clips {args.clips} is a file; give a folder for the clips (it is "
+                         "made when missing)")
     store = model_store(cfg.wake)
     detector = build_detector(cfg.wake, store)
     sink = LocalDirSink(args.clips) if args.clips else None

@@ -54,7 +54,6 @@ def main(args: argparse.Namespace) -> int:
         source = PacedSource(source)
 
     from edge.daemon import Daemon
-
     from edge.hardware.plugin import HardwarePlugin
 
     plugins: list[Any] = [HardwarePlugin.from_config(cfg)]  # first: the mute is read first
@@ -65,6 +64,9 @@ def main(args: argparse.Namespace) -> int:
     from edge.upload import UploadPlugin
 
     plugins.append(UploadPlugin(cfg))
+    from edge.clockwatch import ClockWatch
+
+    plugins.append(ClockWatch())  # says so in the log when the wall clock jumps
     if cfg.mqtt.enabled:
         from edge.mqtt.device import MqttPlugin
 
@@ -75,12 +77,15 @@ def main(args: argparse.Namespace) -> int:
     if systemd is not None:
         plugins.append(systemd)
     daemon = Daemon(cfg, source, plugins=plugins)
+    from edge.logsetup import fields
+
     log.info("listening for %s (state in %s)", ", ".join(daemon.detector.names),
-             cfg.state_path)
+             cfg.state_path, extra=fields(event="start", source=source.name))
     daemon.run()
     rec = daemon.recorder.stats
     log.info("stopped: %d detections, %d clips kept, %d discarded", rec.detections, rec.clips,
-             rec.discarded)
+             rec.discarded, extra=fields(event="stop", detections=rec.detections,
+                                         clips=rec.clips, discarded=rec.discarded))
     return 0
 
 

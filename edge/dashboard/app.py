@@ -4,7 +4,7 @@ Why Starlette + uvicorn: both are small, pure Python (no compiler on a Pi), well
 and asyncio-native, which suits one process that holds a few hundred open SSE
 streams; SSE needs no extra package and passes through proxies as plain HTTP.
 
-Routes: ``/`` (the page), ``/events`` (SSE), ``/api/fleet``,
+Routes: ``/`` (the page), ``/events`` (SSE), ``/api/fleet``, ``/api/health``,
 ``/api/devices/{id}/activations``, ``/api/chart``, ``POST /api/label``.
 It binds to 127.0.0.1 by default; any other address needs a password (HTTP Basic).
 
@@ -149,6 +149,7 @@ class Dashboard:
                 Route("/favicon.ico", self._no_icon),
                 Route("/events", self._events),
                 Route("/api/fleet", self._fleet),
+                Route("/api/health", self._health),
                 Route("/api/devices/{device}/activations", self._activations),
                 Route("/api/chart", self._chart),
                 Route("/api/label", self._label, methods=["POST"]),
@@ -220,6 +221,18 @@ class Dashboard:
                              "ingest": {"received": c.received, "stored": c.stored,
                                         "skipped": c.skipped, "dropped": c.dropped},
                              "time": now})
+
+    async def _health(self, _req: Any) -> Any:
+        """The ingest counters alone (cheap: for monitoring and the benchmark)."""
+        from starlette.responses import JSONResponse
+
+        c = self.ingest.counters
+        return JSONResponse({"mqtt_connected": self.mqtt.connected.is_set(),
+                             "ingest": {"received": c.received, "stored": c.stored,
+                                        "skipped": c.skipped, "dropped": c.dropped,
+                                        "queued": self.ingest.queued, "batches": c.batches},
+                             "pages": len(self.hub.clients) if self.hub else 0,
+                             "time": time.time()})
 
     async def _activations(self, req: Any) -> Any:
         from starlette.responses import JSONResponse

@@ -68,6 +68,11 @@ class Ingestor:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def queued(self) -> int:
+        """Messages received but not yet stored."""
+        return self._q.qsize()
+
     def stop(self) -> None:
         self._q.put(None)
         self._thread.join(10.0)

@@ -200,6 +200,6 @@ class ChimePlayer:
             try:
                 self._q.put(None, timeout=timeout)
             except queue.Full:
-                pass
+                log.warning("the chime thread is stuck; closing its output anyway")
             self._thread.join(timeout)
         self.output.close()

@@ -15,12 +15,14 @@ The indicator is driven from the audio thread at the frame a state begins, so th
 recording look is on from the detection to the end of the clip. APA102 pixels (the
 ReSpeaker HATs) are written over SPI with gpiozero's SPI interface: hardware SPI
 when the kernel's spidev is there, and a clear error naming ``hardware.led_spi``
-when it is not (set ``led_spi = "software"`` to bit-bang the same pins instead).
+when it is not (set ``led_spi = "software"`` to bit-bang the same pins instead, as
+the simulated pins of the mock factory need).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from enum import Enum
 from typing import Any, Protocol
@@ -219,16 +221,23 @@ class Apa102:
             self.power = None
 
 
-def open_spi(mode: str, factory: Any) -> Any:
+SPIDEV = "/dev/spidev0.0"
+
+
+def open_spi(mode: str, factory: Any, device: str | None = None) -> Any:
     """SPI0 for the LEDs: the kernel's spidev (``hardware``) or bit-banged (``software``)."""
     key = "hardware.led_spi"
     if mode == "software":
-        from gpiozero.pins.spi import SPISoftware
-
         try:
-            return SPISoftware(11, 10, None, 8, pin_factory=factory)
+            return BitBangSpi(factory)
         except Exception as exc:
             raise hardware_error(key, mode, exc) from None
+    unavailable = (f"{key} = 'hardware': SPI is unavailable ({{}}); enable it with `sudo "
+                   "raspi-config nonint do_spi 0` (or dtparam=spi=on in "
+                   "/boot/firmware/config.txt) and reboot, or set hardware.led_spi = 'software'")
+    device = device or SPIDEV
+    if not os.path.exists(device):
+        raise HardwareError(unavailable.format(f"there is no {device}"))
     from gpiozero import SPISoftwareFallback
 
     with warnings.catch_warnings():
@@ -237,13 +246,48 @@ def open_spi(mode: str, factory: Any) -> Any:
         try:
             return factory.spi(clock_pin=11, mosi_pin=10, miso_pin=None, select_pin=8)
         except SPISoftwareFallback as exc:
-            raise HardwareError(
-                f"{key} = 'hardware': SPI is unavailable ({_detail(exc)}); enable it with "
-                "`sudo raspi-config nonint do_spi 0` (or dtparam=spi=on in "
-                "/boot/firmware/config.txt) and reboot, or set hardware.led_spi = 'software'"
-            ) from None
+            raise HardwareError(unavailable.format(_detail(exc))) from None
         except Exception as exc:
             raise hardware_error(key, mode, exc) from None
+
+
+class BitBangSpi:
+    """SPI mode 0, MSB first, on the SPI0 pins (SCLK GPIO11, MOSI GPIO10, CE0 GPIO8).
+
+    Our own, because gpiozero's software SPI builds its bus on the process-wide default
+    pin factory rather than the one it is given.
+    """
+
+    def __init__(self, factory: Any) -> None:
+        from gpiozero import DigitalOutputDevice
+
+        self._devices: list[Any] = []
+        try:
+            for pin, active_high in ((8, False), (11, True), (10, True)):
+                self._devices.append(DigitalOutputDevice(pin, active_high=active_high,
+                                                         initial_value=False,
+                                                         pin_factory=factory))
+        except Exception:
+            self.close()
+            raise
+        self.select, self.clock, self.mosi = self._devices
+
+    def write(self, data: list[int]) -> int:
+        self.select.on()
+        try:
+            for byte in data:
+                for bit in range(7, -1, -1):
+                    self.mosi.value = (byte >> bit) & 1
+                    self.clock.on()
+                    self.clock.off()
+        finally:
+            self.select.off()
+        return len(data)
+
+    def close(self) -> None:
+        for d in reversed(self._devices):
+            d.close()
+        self._devices = []
 
 
 def _detail(exc: BaseException) -> str:

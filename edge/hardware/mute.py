@@ -183,7 +183,7 @@ class FrameGuard:
         if frame is not None and self.pending.is_set():
             self.silenced += 1
             return np.zeros_like(frame)
-        return frame  # type: ignore[no-any-return]
+        return frame
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.inner, attr)

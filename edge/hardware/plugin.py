@@ -24,8 +24,13 @@ from typing import Any
 from edge.errors import ConfigError, EdgeError, HardwareError
 from edge.events import State
 from edge.hardware.button import CancelButton
-from edge.hardware.chime import BuzzerOutput, ChimeOutput, ChimePlayer, PyAudioOutput, \
-    chime_seconds
+from edge.hardware.chime import (
+    BuzzerOutput,
+    ChimeOutput,
+    ChimePlayer,
+    PyAudioOutput,
+    chime_seconds,
+)
 from edge.hardware.events import CancelPressed, HardwareFault
 from edge.hardware.indicators import Indicator, Look, NoIndicator, build_indicator
 from edge.hardware.mute import FrameGuard, MuteController, MuteSwitch
@@ -211,7 +216,9 @@ class HardwarePlugin:
         self.daemon.post(self._toggle_soft_mute)
 
     def _chime_failed(self, exc: Exception) -> None:
-        fault = _fault(exc, f"hardware.chime_{'pin' if self.spec.chime_backend == 'buzzer' else 'device'}")
+        key = "hardware.chime_pin" if self.spec.chime_backend == "buzzer" else \
+            "hardware.chime_device"
+        fault = _fault(exc, key)
         mute = self.mute
         assert mute is not None
         self.daemon.post(lambda rec: mute.fault(rec, fault))
@@ -305,8 +312,8 @@ class HardwarePlugin:
         s = self.spec
         if s.mute is None:
             log.warning("no mute switch (hardware.mute_pin = 'none' on profile %s): this "
-                        "device is muted only by command or by holding the button",
-                        s.profile.name)
+                        "device is muted only by command%s", s.profile.name,
+                        " or by holding the button" if s.button and s.button_hold_s else "")
         parts = [f"profile {s.profile.name}",
                  f"mute switch {pin_label(s.mute.gpio)}" if s.mute else "no mute switch",
                  f"LEDs {s.leds}", f"chimes {s.chime_backend if s.chime else 'off'}",

@@ -107,6 +107,7 @@ class MqttConnection:
         """Connect in the background; never blocks on the network."""
         client = new_client(self.settings, self.client_id, self.will)
         client.on_connect = self._connected
+        client.on_connect_fail = self._connect_failed
         client.on_disconnect = self._disconnected
         client.on_message = self._message
         self._client = client
@@ -164,6 +165,14 @@ class MqttConnection:
                 self.on_connect()
             except Exception:
                 log.exception("MQTT on-connect handler failed")
+
+    def _connect_failed(self, _c: Any, _u: Any) -> None:
+        msg = f"cannot reach {self.settings.where}"
+        if msg != self._last_error:
+            log.warning("%s; retrying in the background (check %s.host and %s.port, and that "
+                        "the broker runs)", msg, self.settings.key_prefix,
+                        self.settings.key_prefix)
+            self._last_error = msg
 
     def _disconnected(self, _c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if self.connected.is_set() and not self._stopping:

@@ -3,6 +3,11 @@
 The audio loop only appends to a queue. The worker delivers each clip to every
 sink; ``close`` waits until every clip handed over has been delivered, so a
 clean shutdown never loses a finished clip.
+
+A sink that fails with an ``OSError`` (a full or read-only disk) keeps the clip in
+memory (at most ``max_held`` clips, the oldest dropped beyond that, logged) and is
+tried again every ``retry_s`` seconds and at ``close``; what still cannot be written
+then is named in the log as lost.
 """
 
 from __future__ import annotations
@@ -21,13 +26,19 @@ _STOP = object()
 
 class ClipDispatcher:
     def __init__(self, sinks: Sequence[ClipSink],
-                 on_delivered: Callable[[Clip, dict[str, str | None]], None] | None = None
-                 ) -> None:
+                 on_delivered: Callable[[Clip, dict[str, str | None]], None] | None = None,
+                 retry_s: float = 5.0, max_held: int = 16) -> None:
         self.sinks = list(sinks)
         self.on_delivered = on_delivered
+        self.retry_s = retry_s
+        self.max_held = max_held
         self._q: queue.Queue[object] = queue.Queue()
+        self._held: list[tuple[Clip, ClipSink]] = []
+        """Clips a sink could not write (disk full), waiting in memory for another try."""
         self.delivered = 0
         self.failed = 0
+        self.retried = 0
+        self.lost = 0
         self._thread = threading.Thread(target=self._run, name="clip-dispatch", daemon=True)
         self._thread.start()
 
@@ -36,20 +47,63 @@ class ClipDispatcher:
 
     def _run(self) -> None:
         while True:
-            item = self._q.get()
+            try:
+                item = self._q.get(timeout=self.retry_s if self._held else None)
+            except queue.Empty:
+                self._retry_held()
+                continue
             try:
                 if item is _STOP:
+                    self._retry_held(final=True)
                     return
                 assert isinstance(item, Clip)
+                self._retry_held()
                 self._deliver(item)
             finally:
                 self._q.task_done()
+
+    def _retry_held(self, final: bool = False) -> None:
+        held, self._held = self._held, []
+        for clip, sink in held:
+            try:
+                sink.deliver(clip)
+            except OSError as exc:
+                if final:
+                    self.lost += 1
+                    log.error("clip %s is lost: sink %s still cannot write it at exit (%s)",
+                              clip.id, sink.name, exc)
+                else:
+                    self._held.append((clip, sink))
+                continue
+            except Exception as exc:
+                self.lost += 1
+                log.error("clip %s is lost: sink %s failed on retry: %s", clip.id, sink.name,
+                          exc)
+                continue
+            self.retried += 1
+            log.warning("sink %s took clip %s on a later try: the fault has cleared",
+                        sink.name, clip.id)
+
+    def _hold(self, clip: Clip, sink: ClipSink, exc: OSError) -> None:
+        if len(self._held) >= self.max_held:
+            old, old_sink = self._held.pop(0)
+            self.lost += 1
+            log.error("clip %s is lost: %d clips already wait in memory for sink %s",
+                      old.id, self.max_held, old_sink.name)
+        self._held.append((clip, sink))
+        log.error("sink %s could not write clip %s (%s); it is kept in memory and tried again "
+                  "every %g s; free space or fix the directory", sink.name, clip.id, exc,
+                  self.retry_s)
 
     def _deliver(self, clip: Clip) -> None:
         where: dict[str, str | None] = {}
         for sink in self.sinks:
             try:
                 where[sink.name] = sink.deliver(clip)
+            except OSError as exc:
+                self.failed += 1
+                where[sink.name] = None
+                self._hold(clip, sink, exc)
             except Exception as exc:
                 self.failed += 1
                 where[sink.name] = None

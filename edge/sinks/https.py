@@ -84,25 +84,28 @@ class HttpsSender:
         import urllib3.exceptions as ue
 
         where = self.destination
+
+        def why(exc: BaseException) -> str:
+            return _short(reason(exc), self.cfg.url)
+
         try:
             r = self._pool_manager().request("POST", self.cfg.url, body=payload,
                                              headers=self.headers(entry), redirect=False)
         except ue.SSLError as exc:
             self._reset()
-            text = str(exc)
-            if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
+            if "verify failed" in str(exc).lower().replace("_", " "):
                 raise UploadError(f"TLS certificate check failed for {where}; set "
                                   "upload.https.ca to the CA certificate that signed the "
                                   "server's (and check the URL's host name)") from None
-            raise UploadError(f"TLS handshake with {where} failed ({_short(text)}); check "
+            raise UploadError(f"TLS handshake with {where} failed ({why(exc)}); check "
                               "upload.https.url, ca, cert and key") from None
         except (ue.NewConnectionError, ue.ConnectTimeoutError) as exc:
             self._reset()
-            raise UploadError(f"cannot reach {where} ({_short(reason(exc))}); check "
-                              "upload.https.url and that the receiver is running") from None
+            raise UploadError(f"cannot reach {where} ({why(exc)}); check upload.https.url and "
+                              "that the receiver is running") from None
         except (ue.HTTPError, OSError) as exc:
             self._reset()
-            raise UploadError(f"the request to {where} failed ({_short(reason(exc))}); it is "
+            raise UploadError(f"the request to {where} failed ({why(exc)}); it is "
                               "retried") from None
         if 200 <= r.status < 300:
             return
@@ -121,6 +124,13 @@ class HttpsSender:
         self._reset()
 
 
-def _short(text: str, limit: int = 160) -> str:
+def _short(text: str, url: str, limit: int = 160) -> str:
+    """An error's text, one line, with the URL's path and query (maybe secret) taken out."""
+    from urllib.parse import urlsplit
+
+    p = urlsplit(url)
+    for secret in (url, p.query, p.path if len(p.path) > 1 else ""):
+        if secret:
+            text = text.replace(secret, "…")
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
