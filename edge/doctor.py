@@ -186,21 +186,23 @@ class Doctor:
             return
         src = PyAudioSource(audio.input, audio.channel, audio.rate, pa_factory=self.pa_factory,
                             stall_timeout_s=2.0)
-        want = max(1, round(self.audio_s * SAMPLE_RATE / FRAME_SAMPLES))
+        want = max(2, round(self.audio_s * SAMPLE_RATE / FRAME_SAMPLES))
         try:
             dev = src.check()
             src.start()
+            frames = [src.read()]  # the rate is timed from the first frame: opening is slow
             t0 = time.monotonic()
-            frames = [src.read() for _ in range(want)]
+            frames += [src.read() for _ in range(want - 1)]
             elapsed = max(time.monotonic() - t0, 1e-6)
         except (AudioDeviceError, AudioFormatError) as exc:
             yield fail("audio", str(exc), "check the microphone is plugged in and listed by "
-                       "`edge devices`, and audio.input, audio.channel and audio.rate; a HAT "
-                       "needs its driver (README: Troubleshooting)")
+                       "`edge devices` (as a user in the audio group: sudo -u edge-recorder), "
+                       "and audio.input, audio.channel and audio.rate; a HAT needs its driver "
+                       "(README: Troubleshooting)")
             return
         finally:
             src.stop()
-        got_s = len(frames) * FRAME_SAMPLES / SAMPLE_RATE
+        got_s = (len(frames) - 1) * FRAME_SAMPLES / SAMPLE_RATE
         ratio = got_s / elapsed
         samples = np.concatenate(frames)
         peak = int(np.abs(samples.astype(np.int32)).max())

@@ -34,6 +34,12 @@ def shots(tmp_path: Path) -> Any:
     def take(driver: Any, name: str) -> Path:
         path = target / f"{name}.png"
         driver.save_screenshot(str(path))
+        if target == DOCS:  # committed: a 64-colour palette keeps them small
+            from PIL import Image
+
+            with Image.open(path) as img:
+                small = img.convert("RGB").quantize(colors=64)
+            small.save(path, optimize=True)
         return path
 
     return take

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections import namedtuple
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,34 @@ def test_stalled_microphone_fails(tmp_path):
     f = only(doctor(cfg_from(tmp_path), pa_factory=FakeHost([mic])).run(["audio"]), "audio")
     assert f.status is Status.FAIL
     assert "delivered no audio" in f.detail
+
+
+class SlowHost(FakeHost):
+    """A device whose driver delivers each 80 ms block only every 160 ms or later."""
+
+    def __call__(self):  # type: ignore[no-untyped-def]
+        pa = super().__call__()
+        open_stream = pa.open
+
+        def open_slow(**kw: Any) -> Any:
+            callback = kw["stream_callback"]
+
+            def late(*args: Any) -> Any:
+                time.sleep(0.16)  # never sooner: the rate can only come out lower
+                return callback(*args)
+
+            return open_stream(**{**kw, "stream_callback": late})
+
+        pa.open = open_slow
+        return pa
+
+
+def test_microphone_slower_than_real_time_fails(tmp_path):
+    mic = FakeMic("edgemic", wake_stream(3.0, at_s=0.1)[:, None], rate=16000)
+    f = only(doctor(cfg_from(tmp_path), pa_factory=SlowHost([mic]), audio_s=1.0).run(["audio"]),
+             "audio")
+    assert f.status is Status.FAIL
+    assert "of real time" in f.detail and "audio.rate" in f.fix
 
 
 def test_corrupt_and_missing_models_fail_and_the_cpu_check_says_why(store, tmp_path):

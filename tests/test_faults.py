@@ -337,14 +337,19 @@ def test_sigkill_at_random_moments_leaves_whole_clips_and_loses_no_upload(
     cfg = tmp_path / "edge.toml"
     cfg.write_text(f'state_dir = "{state}"\n[upload]\nmode = "mqtt"\nretry_min_s = 0.05\n'
                    f'retry_max_s = 0.2\n[upload.mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n'
-                   'tls = false\ntimeout_s = 5.0\n')
+                   'tls = false\ntimeout_s = 5.0\n'
+                   # an uploading device must have a recording light: a simulated one
+                   '[hardware]\nprofile = "generic-usb"\npin_factory = "mock"\n'
+                   'mute_pin = "none"\nbutton_pin = "none"\nchime = false\n')
     cmd = [sys.executable, "-m", "edge", "run", "--config", str(cfg), "--input", str(audio)]
     rng = random.Random(10)
     seen: list[dict[str, int]] = []
-    for _ in range(8):
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+    for _ in range(6):
+        # at real-time pace a clip ends every ~6.6 s: a kill lands at start-up, mid-stream,
+        # mid-clip, mid-write or mid-upload
+        proc = subprocess.Popen([*cmd, "--realtime"], cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.0, 4.0))  # start-up, mid-stream, mid-clip, mid-upload
+        time.sleep(rng.uniform(1.0, 12.0))
         proc.kill()
         proc.wait(10)
         seen.append(check_state_after_kill(state))
@@ -357,4 +362,51 @@ def test_sigkill_at_random_moments_leaves_whole_clips_and_loses_no_upload(
     got = col.wait_for(len(local), timeout=30)
     # every clip finished and written locally was also uploaded (none lost by a kill)
     assert local <= {m.user_properties["id"] for m in got}
+    print("after each kill:", seen)
     assert any(s["clips"] for s in seen), "no kill came after a clip was finished"
+
+
+# -- a GPIO error mid-run ------------------------------------------------------------------
+
+def test_a_recording_light_that_fails_mid_run_mutes_the_device_and_says_why(tmp_path, factory,
+                                                                            caplog, store):
+    """The LED's GPIO write fails after the first clip: the device must not record unseen,
+    so it mutes (the clip in progress is discarded), shows the error look where it can,
+    names the key in the log; the finished clip is kept. A restart with the fault gone
+    listens again."""
+    from gpiozero.pins.mock import MockPin
+
+    from edge.events import State
+    from edge.hardware.events import HardwareFault
+    from tests.fixtures.hardware import make_rig, wait_for
+
+    class FlakyLed(MockPin):
+        broken = False
+
+        def _set_state(self, value):  # type: ignore[no-untyped-def]
+            if FlakyLed.broken:
+                raise OSError("GPIO chip write failed (EIO)")
+            super()._set_state(value)
+
+    one = frames_in(wakes(1))
+    rig = make_rig(tmp_path, wakes(3), factory,
+                   before_start=lambda f: f.pin(27, pin_class=FlakyLed),
+                   during={one: lambda: setattr(FlakyLed, "broken", True)})
+    factory.pin(22).drive_low()  # the mute switch in the listening position
+    with caplog.at_level(logging.ERROR):
+        rig.run_until(lambda: bool(rig.of(HardwareFault))
+                      and rig.daemon.recorder.state is State.MUTED)
+    [fault] = rig.of(HardwareFault)
+    assert fault.key == "hardware.leds" and "GPIO chip write failed" in fault.message
+    assert "stays muted" in caplog.text and "hardware.leds" in caplog.text
+    stats = rig.daemon.recorder.stats
+    assert stats.clips == 1 and stats.by_reason.get("aborted_by_mute") == 1
+    assert len(list((tmp_path / "state" / "clips").glob("*.json"))) == 1
+    # the GPIO works again and the device is restarted: it listens and records
+    FlakyLed.broken = False
+    factory.reset()
+    again = make_rig(tmp_path, wakes(1), factory)
+    factory.pin(22).drive_low()
+    again.run()
+    wait_for(lambda: again.daemon.recorder.stats.clips == 1)
+    assert not again.of(HardwareFault)

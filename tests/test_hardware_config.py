@@ -146,3 +146,18 @@ def test_hardware_profiles_lists_every_board():
     for name in PROFILES:
         assert f"{name}: " in out.stdout
     assert "power GPIO12 (pin 32) active low" in out.stdout
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", sorted(set(PROFILES) - {"no-gpio"}))
+def test_each_profile_has_its_documented_config(name):
+    folder = REPO / "hardware" / name
+    assert (folder / "README.md").is_file()
+    cfg = load_config(folder / "edge.toml")
+    assert cfg.hardware.profile == name
+    spec = resolve(cfg.hardware)
+    readme = (folder / "README.md").read_text()
+    for pin in spec.pins():
+        assert f"GPIO{pin.gpio}" in readme, f"{pin.key} = GPIO{pin.gpio} is not in the wiring"

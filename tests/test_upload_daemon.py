@@ -275,3 +275,31 @@ def test_delivered_clips_are_marked_uploaded_in_the_activation_log(https_receive
         rows = log.rows()
     assert sorted(r["outcome"] for r in rows) == ["uploaded", "uploaded"]
     assert {r["clip_id"] for r in rows} == set(rx.ok_bodies())
+
+
+def test_edge_run_uploads_what_it_hears_and_audit_shows_it(https_receiver, tmp_path, wav,
+                                                           capsys):
+    from edge.cli import main as edge
+
+    rx = https_receiver()
+    config = tmp_path / "edge.toml"
+    config.write_text(f"""
+state_dir = "{tmp_path / 'state'}"
+[output]
+keep_local = false
+[upload]
+mode = "https"
+[upload.https]
+url = "{rx.url}"
+ca = "{rx.ca_path}"
+[hardware]
+profile = "generic-usb"       # an uploading device must have a recording light
+pin_factory = "mock"
+""")
+    assert edge(["run", "--config", str(config), "--input", str(wav(detections(2)))]) == 0
+    assert len(rx.ok_bodies()) == 2
+    capsys.readouterr()
+    assert edge(["audit", "--config", str(config), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["summary"]["delivered"]["clips"] == 2 and doc["queued"] == 0
+    assert set(doc["summary"]["delivered"]["destinations"]) == {f"https://127.0.0.1:{rx.port}"}

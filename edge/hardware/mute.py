@@ -106,7 +106,7 @@ class MuteController:
             recorder.unmute(reason)
         if self.causes != before:
             if self.muted:
-                log.warning("muted (%s): %s", self._reason(), reason)
+                log.info("muted (%s): %s", self._reason(), reason)
             else:
                 log.info("unmuted: %s", reason)
             self.bus.publish(MuteChanged(self.muted, tuple(c for c in CAUSES if c in self.causes),

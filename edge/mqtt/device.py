@@ -154,6 +154,8 @@ class MqttPlugin:
                 wall_time=now, error=error)
 
     def publish_state(self) -> None:
+        if self._mode == State.STOPPED.value:
+            return  # shutting down: the retained state keeps the last real mode
         if self.conn is not None and self.topics is not None:
             self.conn.publish(self.topics.state, encode(self.state()), qos=1, retain=True)
 
@@ -176,8 +178,7 @@ class MqttPlugin:
         if isinstance(ev, StateChanged):
             with self._lock:
                 self._mode = ev.new
-            if ev.new != State.STOPPED.value:
-                self.publish_state()
+            self.publish_state()
         elif isinstance(ev, ActivationEnded):
             self._activation(ev)
         elif kind == "MuteChanged":
