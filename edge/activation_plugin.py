@@ -21,7 +21,6 @@ retried at the next one; the device keeps listening either way.
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import queue
 import sqlite3
@@ -161,13 +160,10 @@ class FalseAudioKeeper:
 
     def keep(self, ev: ActivationEnded) -> str:
         """Write the event's audio; the file name (under ``directory``)."""
-        import soundfile as sf
+        from edge.wavio import encode_wav
 
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        buf = io.BytesIO()
-        sf.write(buf, np.asarray(ev.audio, dtype=np.int16), SAMPLE_RATE, subtype="PCM_16",
-                 format="WAV")
-        data = buf.getvalue()
+        data = encode_wav(ev.audio, SAMPLE_RATE)
         if self._sealer is not None:
             from edge.bundle import pack
 

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import soundfile as sf
-
 from edge.bundle import pack
 from edge.clip import Clip
 from edge.fsutil import atomic_write
+from edge.wavio import encode_wav
 
 if TYPE_CHECKING:
     from edge.crypto import Sealer
 
 
 def wav_bytes(clip: Clip) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, clip.audio, clip.sample_rate, subtype="PCM_16", format="WAV")
-    return buf.getvalue()
+    return encode_wav(clip.audio, clip.sample_rate)
 
 
 class LocalDirSink:
