@@ -201,15 +201,24 @@ def ten_minutes() -> np.ndarray:
 
 
 class Connections:
-    """Counts every socket.connect this process makes to an internet address (audit hook)."""
+    """Records every socket connect/send to an internet address made while ``active`` by a
+    thread that did not exist before (the daemon's) or by this one (an audit hook)."""
 
     def __init__(self) -> None:
         self.active = False
+        self.ignore: set[int] = set()
         self.seen: list[Any] = []
         sys.addaudithook(self._hook)
 
+    def start(self) -> None:
+        self.ignore = {t.ident for t in threading.enumerate() if t.ident is not None}
+        self.ignore.discard(threading.get_ident())
+        self.active = True
+
     def _hook(self, event: str, args: tuple[Any, ...]) -> None:
-        if self.active and event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
+        if not self.active or threading.get_ident() in self.ignore:
+            return
+        if event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
             sock, addr = args[0], args[1] if len(args) > 1 else None
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 self.seen.append((event, addr))
@@ -234,7 +243,7 @@ def test_upload_off_makes_zero_connections_over_a_ten_minute_replay(ten_minutes,
     cfg = upload_cfg(tmp_path, "off", mqtt={"host": "127.0.0.1", "port": mqtt_port},
                      https={"url": f"http://127.0.0.1:{https_port}/clips"})
     caplog.set_level("INFO")
-    _connections.active = True
+    _connections.start()
     try:
         daemon = run_daemon(cfg, ten_minutes)
     finally:
@@ -295,6 +304,7 @@ ca = "{rx.ca_path}"
 [hardware]
 profile = "generic-usb"       # an uploading device must have a recording light
 pin_factory = "mock"
+mute_pin = "none"
 """)
     assert edge(["run", "--config", str(config), "--input", str(wav(detections(2)))]) == 0
     assert len(rx.ok_bodies()) == 2
