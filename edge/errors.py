@@ -41,3 +41,7 @@ class SealError(EdgeError):
 
 class StateLockedError(EdgeError):
     """Another edge-recorder process is using the state directory."""
+
+
+class PurgeError(EdgeError):
+    """A purge cannot run now (the recorder is stopping)."""

@@ -264,6 +264,15 @@ class Recorder:
             return True
         return False
 
+    def release_held(self) -> int:
+        """Hand every clip still in its cancel window to the sinks now; how many. A purge
+        does this first, so a clip finished before it cannot be written after it."""
+        n = len(self._held)
+        while self._held:
+            h = self._held.pop(0)
+            self._release(h.clip, h.detection)
+        return n
+
     def _abort(self, reason: str) -> bool:
         """Drop the recording in progress, keeping none of its audio."""
         rec, self._rec = self._rec, None
@@ -289,9 +298,7 @@ class Recorder:
         """The input ended: finish a recording in progress and release held clips."""
         if self._rec is not None:
             self._finish("end_of_stream")
-        while self._held:
-            h = self._held.pop(0)
-            self._release(h.clip, h.detection)
+        self.release_held()
 
     def shutdown(self) -> None:
         """Stop for good: keep finished clips, zero every buffer."""
@@ -299,9 +306,7 @@ class Recorder:
             return
         if self._rec is not None:
             self._finish("shutdown")
-        while self._held:
-            h = self._held.pop(0)
-            self._release(h.clip, h.detection)
+        self.release_held()
         self._zero()
         self._set_state(State.STOPPED, "shutdown")
 

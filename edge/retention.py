@@ -74,24 +74,41 @@ def expire(cfg: Any, now: float, outbox: Outbox | None = None) -> list[Removed]:
 
 
 def purge(cfg: Any) -> list[Removed]:
-    """Delete every clip, the outbox and activation audio; refuse while the recorder runs."""
+    """Delete every clip, the outbox and activation audio; refuse while the recorder runs
+    (a running recorder purges itself: ``UploadPlugin.purge``, MQTT ``cmd/purge``)."""
     with LockFile(lock_path(cfg), "the recorder"):
-        out = []
-        for place in audio_places(cfg):
-            r = Removed(place.label, place.path)
-            for f in files_in(place):
-                try:
-                    size = f.stat().st_size
-                    f.unlink()
-                except FileNotFoundError:
-                    continue
-                r.files += 1
-                r.bytes += size
-            out.append(r)
-        total = sum(r.files for r in out)
-        if total:
+        out = purge_places(cfg)
+        if any(r.files for r in out):
             ledger = Ledger(ledger_path(cfg))
-            ledger.append(clip="*", result="purged", bytes=sum(r.bytes for r in out),
-                          note=f"{total} file(s) deleted by edge purge")
+            note_purge(ledger, out, "edge purge")
             ledger.close()
         return out
+
+
+def purge_places(cfg: Any) -> list[Removed]:
+    """Delete every file of ours in every place that holds audio; what went, per place.
+
+    It takes no lock: the caller makes sure nothing writes there meanwhile (``purge`` holds
+    the state lock; the running recorder's ``UploadPlugin.purge`` pauses its writers).
+    """
+    out = []
+    for place in audio_places(cfg):
+        r = Removed(place.label, place.path)
+        for f in files_in(place):
+            try:
+                size = f.stat().st_size
+                f.unlink()
+            except FileNotFoundError:
+                continue
+            r.files += 1
+            r.bytes += size
+        out.append(r)
+    return out
+
+
+def note_purge(ledger: Ledger, removed: list[Removed], by: str) -> None:
+    """The ledger's ``purged`` entry (only when something was deleted)."""
+    total = sum(r.files for r in removed)
+    if total:
+        ledger.append(clip="*", result="purged", bytes=sum(r.bytes for r in removed),
+                      note=f"{total} file(s) deleted by {by}")

@@ -200,11 +200,14 @@ def test_broker_restarting_again_and_again_loses_no_clip(mosquitto_broker, mqtt_
     one_at_a_time = threading.Lock()
 
     def restart() -> None:
+        # down now, before this wake's clip is finished (a few frames on); up 2 s later
+        one_at_a_time.acquire()
+        broker.stop()
+
         def go() -> None:
-            with one_at_a_time:
-                broker.stop()
-                time.sleep(0.4)
-                broker.start()
+            time.sleep(2.0)
+            broker.start()
+            one_at_a_time.release()
 
         th = threading.Thread(target=go)
         restarts.append(th)

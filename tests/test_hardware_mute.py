@@ -112,7 +112,7 @@ def test_unmute_restarts_capture(tmp_path, factory, store):
                    during={5: lambda: factory.pin(MUTE).drive_high()})
     factory.pin(MUTE).drive_low()
     t = rig.start()
-    wait_for(lambda: muted(rig))
+    wait_for(lambda: rig.source.stops == 1)  # muted, and capture stopped
     reads = rig.source.reads
     factory.pin(MUTE).drive_low()
     t.join(30)
@@ -271,3 +271,40 @@ def test_switch_edges_in_quick_succession_are_obeyed_in_order(tmp_path, factory,
         rig.stop(t)
     assert order == list(range(200))
     assert final is State.MUTED  # the last edge (i = 199) put the switch on mute
+
+
+def test_an_led_that_fails_mid_run_leaves_the_device_muted(tmp_path, factory, store):
+    from gpiozero.pins.mock import MockPin
+
+    class Dies(MockPin):
+        def _set_state(self, value):  # type: ignore[no-untyped-def]
+            if value:
+                raise OSError("lgpio: GPIO not allocated")
+            super()._set_state(value)
+
+    rig = make_rig(tmp_path, wake_stream(), factory,
+                   before_start=lambda f: f.pin(LED, pin_class=Dies))
+    factory.pin(MUTE).drive_low()
+    rig.run_until(lambda: muted(rig))
+    [fault] = rig.of(HardwareFault)
+    assert fault.key == "hardware.leds" and "GPIO not allocated" in fault.message
+    [ended] = rig.of(ActivationEnded)
+    assert ended.reason == "aborted_by_mute" and ended.clip_id is None
+    assert rig.of(ClipReady) == []
+
+
+def test_a_chime_that_cannot_play_leaves_the_device_muted(tmp_path, factory, store):
+    rig = make_rig(tmp_path, wake_stream(), factory)
+
+    def broken(kind: str) -> None:
+        raise OSError("[Errno -9996] Invalid output device (no default output device)")
+
+    rig.chime.play = broken  # type: ignore[method-assign]
+    factory.pin(MUTE).drive_low()
+    rig.run_until(lambda: muted(rig))
+    [fault] = rig.of(HardwareFault)
+    assert fault.key == "hardware.chime_device" and "Invalid output device" in fault.message
+    assert fault.message.startswith("hardware.chime_device = '': a chime could not play")
+    [ended] = rig.of(ActivationEnded)
+    assert ended.reason == "aborted_by_mute"
+    assert rig.plugin.looks[-3:] == [Look.RECORDING, Look.ERROR, Look.OFF]

@@ -75,6 +75,8 @@ class MuteController:
         return not self.muted
 
     def fault(self, recorder: Any, fault: HardwareFault) -> None:
+        if fault in self.faults:
+            return
         log.error("%s; the device stays muted until this is fixed and it is restarted",
                   fault.message)
         self.faults.append(fault)

@@ -216,12 +216,20 @@ class HardwarePlugin:
         self.daemon.post(self._toggle_soft_mute)
 
     def _chime_failed(self, exc: Exception) -> None:
-        key = "hardware.chime_pin" if self.spec.chime_backend == "buzzer" else \
-            "hardware.chime_device"
-        fault = _fault(exc, key)
+        s = self.spec
+        key, value = ("hardware.chime_pin", s.chime_pin.text if s.chime_pin else "") \
+            if s.chime_backend == "buzzer" else ("hardware.chime_device", s.chime_device)
+        fault = HardwareFault(key, f"{key} = {value!r}: a chime could not play ({exc}); "
+                                   "rather than record without its audible alert, the "
+                                   "device mutes")
         mute = self.mute
         assert mute is not None
-        self.daemon.post(lambda rec: mute.fault(rec, fault))
+
+        def give_up(rec: Any) -> None:
+            self.parts.chime = None  # (on the audio thread) no more chimes, no more faults
+            mute.fault(rec, fault)
+
+        self.daemon.post(give_up)
 
     # ---- the audio thread -----------------------------------------------------
 

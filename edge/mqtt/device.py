@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 AUDIO_LOOP_TIMEOUT_S = 3.0
 """How long a command waits for the audio loop to run it (it runs between frames)."""
 PURGE_TOKEN_S = 60.0
+PURGE_SCOPE = ("deleted every clip finished before the purge (one in its cancel window "
+               "included), the upload queue and kept false-wake audio; a recording in "
+               "progress is kept when it ends")
 STALL_S = 3.0
 """No frame for this long while listening: the audio input is in trouble (mode error)."""
 HOUR_S = 3600.0
@@ -428,7 +431,8 @@ class MqttPlugin:
                                 "cmd/purge without one to get a new token")
         removed = self._purge()
         log.warning("purged over MQTT: %s", removed)
-        return {"done": True, "removed": removed, "files": sum(removed.values())}
+        return {"done": True, "removed": removed, "files": sum(removed.values()),
+                "note": PURGE_SCOPE}
 
     def _purge(self) -> dict[str, int]:
         owner = self._plugin_with("purge")

@@ -8,14 +8,18 @@ A sink that fails with an ``OSError`` (a full or read-only disk) keeps the clip 
 memory (at most ``max_held`` clips, the oldest dropped beyond that, logged) and is
 tried again every ``retry_s`` seconds and at ``close``; what still cannot be written
 then is named in the log as lost.
+
+``paused()`` delivers what was handed over until then, then keeps the worker between two clips
+for as long as the caller needs the sinks' places to itself (a purge while running).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from edge.clip import Clip
 from edge.sinks import ClipSink
@@ -39,6 +43,8 @@ class ClipDispatcher:
         self.failed = 0
         self.retried = 0
         self.lost = 0
+        self._busy = threading.Lock()
+        """Held by the worker while it writes; ``paused`` takes it to keep the sinks still."""
         self._thread = threading.Thread(target=self._run, name="clip-dispatch", daemon=True)
         self._thread.start()
 
@@ -50,15 +56,20 @@ class ClipDispatcher:
             try:
                 item = self._q.get(timeout=self.retry_s if self._held else None)
             except queue.Empty:
-                self._retry_held()
+                with self._busy:
+                    self._retry_held()
                 continue
             try:
-                if item is _STOP:
-                    self._retry_held(final=True)
-                    return
-                assert isinstance(item, Clip)
-                self._retry_held()
-                self._deliver(item)
+                if isinstance(item, threading.Event):
+                    item.set()  # a pause waits for the clips before it, never for later ones
+                    continue
+                with self._busy:
+                    if item is _STOP:
+                        self._retry_held(final=True)
+                        return
+                    assert isinstance(item, Clip)
+                    self._retry_held()
+                    self._deliver(item)
             finally:
                 self._q.task_done()
 
@@ -118,6 +129,24 @@ class ClipDispatcher:
     def flush(self) -> None:
         """Wait until every clip submitted so far has been delivered."""
         self._q.join()
+
+    @contextlib.contextmanager
+    def paused(self, drop_held: bool = False) -> Iterator[int]:
+        """Deliver every clip submitted so far, then keep every sink still for the ``with``
+        block; with ``drop_held``, forget the clips waiting in memory for a failed sink
+        (a purge: they must not be written after it). Yields how many were dropped."""
+        reached = threading.Event()
+        self._q.put(reached)
+        while not reached.wait(0.1) and self._thread.is_alive():
+            pass
+        with self._busy:
+            dropped = 0
+            if drop_held and self._held:
+                dropped = len({id(clip) for clip, _sink in self._held})
+                self._held = []
+                log.warning("%d clip(s) waiting in memory for a failed sink were dropped",
+                            dropped)
+            yield dropped
 
     def close(self) -> None:
         self._q.put(_STOP)
