@@ -276,8 +276,9 @@ class MqttConfig:
                                                         "may set")
     threshold_max: float = opt(0.95, lo=0.0, hi=1.0, doc="highest threshold "
                                                          "cmd/set_threshold may set")
-    allow_remote_unmute: bool = opt(True, doc="cmd/mute {\"on\": false} may clear the soft "
-                                              "mute; it never clears the hardware switch")
+    allow_remote_unmute: bool = opt(False, doc="cmd/mute {\"on\": false} may clear a soft "
+                                               "mute (off by default: nothing remote can "
+                                               "unmute); it never clears the hardware switch")
     allow_purge: bool = opt(True, doc="cmd/purge (with its confirmation token) may delete "
                                       "the audio stored on the device")
 

@@ -1,5 +1,7 @@
 """Retention and purge: nothing with audio outlives ``upload.retention_days``, and
-``edge purge --yes`` deletes every clip, the outbox and the activation audio at once.
+``edge purge --yes`` deletes every clip, the outbox and the activation audio at once
+(a running recorder does the same through ``UploadPlugin.purge``: one deletion loop,
+``purge_places``, serves both).
 
 Expiry goes by a file's modification time (when it was written); queued clips
 expire through the outbox, so its index stays consistent. The ledger and the

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -20,16 +21,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from edge import synth
 from edge.activation_plugin import ActivationLogPlugin
 from edge.activations import ActivationLog
 from edge.audio import ArraySource
 from edge.clockwatch import ClockWatch
-from edge.config import Config, OutputConfig
+from edge.config import AudioConfig, Config, OutputConfig, replace
 from edge.daemon import Daemon
 from edge.engine import FRAME_SAMPLES
 from edge.errors import AudioDeviceError
+from edge.outbox import Outbox
 from edge.upload import UploadPlugin
 from tests.fixtures.audio import phrase
 from tests.test_upload_daemon import wait_until
@@ -120,8 +123,7 @@ def test_a_mic_that_falls_out_between_wakes_is_reopened_and_no_clip_is_lost(tmp_
                                                                           store):
     stream = wakes(2)
     half = frames_in(wakes(1))
-    cfg = local_cfg(tmp_path)
-    cfg = Config(**{**cfg.__dict__, "audio": type(cfg.audio)(reopen_max_backoff_s=0.1)})
+    cfg = replace(local_cfg(tmp_path), audio=AudioConfig(reopen_max_backoff_s=0.1))
     source = FaultySource(stream, lose_at=half, refusals=3)
     daemon = Daemon(cfg, source, plugins=[ActivationLogPlugin(cfg)])
     with caplog.at_level(logging.WARNING):
@@ -300,10 +302,6 @@ def test_a_receiver_that_stops_answering_times_out_and_the_clip_waits(https_rece
 def check_state_after_kill(state: Path) -> dict[str, int]:
     """What a restart finds must be whole: each clip a readable WAV of its stated length,
     the outbox readable entry by entry, the activation log intact."""
-    import soundfile as sf
-
-    from edge.outbox import Outbox
-
     clips = state / "clips"
     sidecars = sorted(clips.glob("*.json")) if clips.exists() else []
     for meta_path in sidecars:
@@ -328,13 +326,9 @@ def check_state_after_kill(state: Path) -> dict[str, int]:
 
 def test_sigkill_at_random_moments_leaves_whole_clips_and_loses_no_upload(
         mosquitto_broker, mqtt_collector, tmp_path, store):
-    import random
-
     broker = mosquitto_broker(persistence=True)
     col = mqtt_collector(broker, "edge-recorder/#", session="kill-collector")
     audio = tmp_path / "six-wakes.wav"
-    import soundfile as sf
-
     sf.write(str(audio), wakes(6), 16000, subtype="PCM_16")
     state = tmp_path / "state"
     cfg = tmp_path / "edge.toml"

@@ -7,8 +7,10 @@ SystemExit, and leave the sandbox untouched unless the command is one that write
 Everything runs in a sandbox: $HOME, $STATE_DIRECTORY and the working directory are
 temporary, path arguments come from a vocabulary of sandbox files or relative names,
 and ``models fetch`` always gets ``--from`` a local file and ``--dir`` in the sandbox
-(it never goes to the network). ``edge dashboard`` serves until stopped, so its
-generated arguments always end in ``--help``. ``run --realtime`` is not generated: it only paces the
+(it never goes to the network). ``edge dashboard`` and ``edge simulate-fleet`` serve
+until stopped and connect to the broker they are given, so their generated arguments
+always end in ``--help``; an audit hook fails any case that looks up or connects to
+anything but loopback. ``run --realtime`` is not generated: it only paces the
 same path to real time, and would make each case take seconds.
 """
 
@@ -20,6 +22,7 @@ import io
 import logging
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +75,35 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     return out
 
 
-SERVERS = ("dashboard",)
-"""Commands that serve until stopped; their argument parsing is still fuzzed (see argvs)."""
+SERVERS = ("dashboard", "simulate-fleet")
+"""Commands that serve until stopped or connect to a broker named on the command line;
+their arguments are parsed (see argvs) but they never run."""
+
+
+class NetworkRefused(AssertionError):
+    """A fuzzed command tried to reach beyond this machine's loopback."""
+
+
+_guard = {"on": False}
+
+
+def _loopback(host: object) -> bool:
+    if host in (None, "", b"", "localhost", "::1"):
+        return True
+    return isinstance(host, str) and host.startswith("127.")
+
+
+def _network_guard(event: str, args: tuple[object, ...]) -> None:
+    # generated arguments may name any host: nothing may leave the machine
+    if not _guard["on"]:
+        return
+    if event == "socket.getaddrinfo" and not _loopback(args[0]):
+        raise NetworkRefused(f"a command looked up {args[0]!r}")
+    if event == "socket.connect" and isinstance(args[1], tuple) and not _loopback(args[1][0]):
+        raise NetworkRefused(f"a command connected to {args[1]!r}")
+
+
+sys.addaudithook(_network_guard)
 PARSERS = _parsers()
 # Commands that must not change anything on disk, with the flags that make them write.
 READ_ONLY = {"audit": (), "config": (), "config example": (), "config check": (),
@@ -196,6 +226,7 @@ def run_cli(box: Sandbox, argv: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     tracebacks = _Tracebacks()
     logging.getLogger().addHandler(tracebacks)
+    _guard["on"] = True
     try:
         with inside(box), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
                 no_hang(120.0, f"edge {argv}"):
@@ -204,6 +235,7 @@ def run_cli(box: Sandbox, argv: list[str]) -> tuple[int, str, str]:
             except SystemExit as exc:  # argparse: --help, --version, usage errors
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     finally:
+        _guard["on"] = False
         logging.getLogger().removeHandler(tracebacks)
     assert not tracebacks.records, \
         f"edge {argv} logged a traceback: {tracebacks.records[0].getMessage()}"

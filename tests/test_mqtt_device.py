@@ -144,8 +144,9 @@ def test_set_threshold_within_bounds_and_refused_outside(
     assert policy.models[0].threshold == 0.7
 
 
-def test_soft_mute_on_and_off(device: Any, commander: Commander) -> None:
-    rig = device()
+def test_soft_mute_on_and_off_when_the_owner_allows_remote_unmute(
+        device: Any, commander: Commander) -> None:
+    rig = device(allow_remote_unmute=True)
     r = commander.call(DEVICE, "mute", {"on": True})
     assert r["ok"] and r["muted"] and r["mute_causes"] == ["soft"]
     assert rig.daemon.recorder.state is State.MUTED
@@ -157,8 +158,8 @@ def test_soft_mute_on_and_off(device: Any, commander: Commander) -> None:
                        and s["mode"] == "listening")
 
 
-def test_remote_unmute_can_be_turned_off(device: Any, commander: Commander) -> None:
-    rig = device(allow_remote_unmute=False)
+def test_remote_unmute_is_refused_by_default(device: Any, commander: Commander) -> None:
+    rig = device()
     assert commander.call(DEVICE, "mute", {"on": True})["ok"]
     r = commander.call(DEVICE, "mute", {"on": False})
     assert not r["ok"] and "unmute at the device" in r["error"]
@@ -181,7 +182,7 @@ def test_soft_unmute_never_overrides_the_hardware_switch(
         hw.append(HardwarePlugin.from_config(cfg2, factory=factory))
         return [hw[0], ActivationLogPlugin(cfg)]
 
-    rig = device(plugins=plugins)
+    rig = device(plugins=plugins, allow_remote_unmute=True)
     switch = factory.pin(22)
     switch.drive_high()  # pull-up, active high: the switch in the mute position
     commander.wait_for(lambda: rig.daemon.recorder.state is State.MUTED)

@@ -259,7 +259,7 @@ def test_purge_racing_the_dispatcher_and_uploader_leaves_no_half_clip(tmp_path):
             finished = count["finished"]
             daemon.dispatcher.submit(clip)
             submitted.append((clip.id, finished, count["begun"]))
-            time.sleep(0.005)
+            time.sleep(0.01)
 
     producer = threading.Thread(target=produce)
     producer.start()
@@ -312,3 +312,36 @@ def test_edge_purge_still_refuses_while_the_recorder_runs(tmp_path):
         assert not Path(ledger_path(cfg)).exists()  # an empty purge writes no ledger entry
     finally:
         plugin.close()
+
+
+class FullDisk:
+    """A sink on a disk that is full until ``freed``; records what it took."""
+
+    name = "full disk"
+
+    def __init__(self) -> None:
+        self.freed = False
+        self.taken: list[str] = []
+
+    def deliver(self, clip: Any) -> str:
+        if not self.freed:
+            raise OSError(28, "No space left on device")
+        self.taken.append(clip.id)
+        return clip.id
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_pause_for_a_purge_drops_clips_held_for_a_failing_sink():
+    sink = FullDisk()
+    dispatcher = ClipDispatcher([sink], retry_s=0.05)
+    held = make_clip(0.1, seed=1)
+    dispatcher.submit(held)
+    with dispatcher.paused(drop_held=True) as dropped:
+        assert dropped == 1
+        sink.freed = True
+    later = make_clip(0.1, seed=2)
+    dispatcher.submit(later)
+    dispatcher.close()
+    assert sink.taken == [later.id]  # the dropped clip is never written after the purge
