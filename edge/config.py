@@ -112,7 +112,9 @@ class MqttUploadConfig:
     username: str = opt("", doc="user name; '' connects without one")
     password_file: str = opt("", doc="file holding the password; read at each connect, never "
                                      "logged")
-    topic_prefix: str = opt("edge-recorder", doc="clips go to <topic_prefix>/<device id>/clip")
+    topic_prefix: str = opt("edge-recorder", doc="clips go to <topic_prefix>/<device id>/clip; "
+                                                 "kept apart from mqtt.base_topic so a fleet "
+                                                 "dashboard reading edge/+/# never gets audio")
     protocol: str = opt("5", choices=("5", "3.1.1"), doc="MQTT version; 3.1.1 brokers get the "
                                                          "metadata in an envelope")
     timeout_s: float = opt(30.0, lo=1.0, hi=600.0, doc="seconds to wait for CONNACK or PUBACK")

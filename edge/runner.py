@@ -95,10 +95,7 @@ class Runner:
                 cmd = self._commands.get_nowait()
             except queue.Empty:
                 return
-            try:
-                cmd(self.recorder)
-            except Exception:
-                log.exception("command failed")
+            self._run_command(cmd)
 
     def _wait_for_command(self, timeout: float) -> None:
         try:
@@ -107,6 +104,9 @@ class Runner:
             return
         # Run it here: it is the oldest. Putting it back would run it after newer ones
         # (a mute and an unmute posted together would swap).
+        self._run_command(cmd)
+
+    def _run_command(self, cmd: Command) -> None:
         try:
             cmd(self.recorder)
         except Exception:
