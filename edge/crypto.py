@@ -95,6 +95,9 @@ def read_private_key(path: Path) -> str:
         text = path.read_text()
     except OSError as exc:
         raise SealError(f"cannot read private key file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SealError(f"{path} does not hold a private key (it is not text); give the file "
+                        "written by `edge decrypt --new-key`") from None
     try:
         decode_key(text)
     except ValueError as exc:

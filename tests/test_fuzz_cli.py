@@ -270,6 +270,9 @@ def check(box: Sandbox, argv: list[str]) -> None:
 @example(argv=["run", "--input", "no such device"])
 @example(argv=["measure", "garbage.wav", "--jobs", "1", "--quiet"])
 @example(argv=["decrypt", "sealed.clip", "--key", "key"])
+@example(argv=["decrypt", "good.wav", "--key", "good.wav"])
+@example(argv=["replay", "good.wav", "--clips", "good.wav"])
+@example(argv=["measure", "good.wav", "--out", "good.wav", "--jobs", "1"])
 @example(argv=["label", "last", "maybe"])
 @example(argv=[])
 def test_generated_command_lines_end_cleanly(sandbox, argv):

@@ -282,8 +282,16 @@ def test_fuzzed_command_payloads_get_an_error_result_and_change_nothing(
         device: Any, commander: Commander) -> None:
     rig = device(wake_and_request())
     activation(commander)
-    with ActivationLog.open(db_path(rig.cfg), create=False) as store:
-        before = store.rows()
+
+    def logged() -> list[Any]:
+        # the MQTT event and the log row are written by different threads: wait for the row
+        if not db_path(rig.cfg).exists():
+            return []
+        with ActivationLog.open(db_path(rig.cfg), create=False) as store:
+            return store.rows()
+
+    before = commander.wait_for(lambda: logged() or None)
+    assert len(before) == 1
     sent = 0
     for name in ("mute", "set_threshold", "label", "purge", "stats"):
         for payload in nasty_payloads():
