@@ -172,10 +172,10 @@ class ActivationsConfig:
                                                        "(no speech, cancelled) in state_dir/"
                                                        "false_audio, for retraining; sealed "
                                                        "when upload.encrypt_to is set")
-    checkpoint_s: float = opt(3600.0, lo=0.0, hi=86400.0,
+    checkpoint_s: float = opt(0.0, lo=0.0, hi=86400.0,
                               doc="seconds of listening between checkpoints of the listening "
-                                  "time, so a power cut loses at most this much; 0: none "
-                                  "(strictly no writes between activations)")
+                                  "time, so a power cut loses at most this much; 0 (default): "
+                                  "none, strictly no disk writes between activations")
     verifier: str = opt("none", choices=("none", "score_margin"),
                         doc="second opinion on each wake: 'score_margin' rejects wakes barely "
                             "and briefly over the threshold")

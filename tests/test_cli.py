@@ -127,3 +127,43 @@ def test_run_stops_cleanly_on_signal_and_keeps_finished_clips(placed, tmp_path, 
     assert "stopped:" in err and "Traceback" not in err
     print(f"stopped {stop_latency:.3f} s after {sig.name}")
     assert len(list(clips.glob("*.wav"))) == len(list(clips.glob("*.json"))) >= 1
+
+
+def test_make_run_demo_runs_the_full_pipeline_with_a_loud_notice(alsa, tmp_path):
+    """No capture device (ALSA configured with none): --demo-if-no-device runs the demo."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'state_dir = "{tmp_path / "state"}"\n')
+    out = run_edge("run", "--config", str(cfg), "--demo-if-no-device", env=alsa.env)
+    assert out.returncode == 0, out.stderr
+    assert "DEMO MODE: no capture device was found" in out.stderr
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "state" / "clips").glob("*.json")]
+    assert len(metas) == 1
+    assert metas[0]["model"] == "hey_jarvis" and metas[0]["reason"] == "silence"
+
+
+def test_without_the_demo_flag_a_missing_device_is_an_error_not_a_demo(alsa, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'state_dir = "{tmp_path / "state"}"\n')
+    out = run_edge("run", "--config", str(cfg), env=alsa.env)
+    assert out.returncode == 2
+    assert "DEMO" not in out.stderr and "no capture device" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "state" / "clips").exists() or \
+        not list((tmp_path / "state" / "clips").iterdir())
+
+
+def test_engine_openwakeword_runs_the_upstream_package_behind_the_same_interface(
+        placed, tmp_path):
+    path, _ = placed
+    ours = run_edge("replay", str(path), "--json")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[wake]\nengine = "openwakeword"\n')
+    theirs = run_edge("replay", str(path), "--json", "--config", str(cfg))
+    assert theirs.returncode == 0, theirs.stderr
+
+    def dets(out: subprocess.CompletedProcess[str]) -> list[tuple[str, float]]:
+        return [(e["model"], e["t"]) for e in map(json.loads, out.stdout.splitlines())
+                if e["event"] == "detection"]
+
+    assert len(dets(ours)) == 3
+    assert dets(theirs) == dets(ours)

@@ -129,35 +129,61 @@ TOKENS = st.one_of(
 )
 
 
-def _units(parser: argparse.ArgumentParser) -> st.SearchStrategy[list[str]]:
-    """One argument as a person would give it: a flag, a flag with a value, or a value."""
-    units: list[st.SearchStrategy[list[str]]] = [TOKENS.map(lambda t: [t])]
+def _values(a: argparse.Action) -> st.SearchStrategy[str]:
+    """Mostly values of the argument's own type (so most cases get past argparse and into
+    the command), sometimes anything."""
+    if a.choices:
+        typed: st.SearchStrategy[str] = st.sampled_from([str(c) for c in a.choices])
+    elif a.type is int:
+        typed = st.sampled_from([-1, 0, 1, 2, 3, 10**9]).map(str) | st.integers(-5, 50).map(str)
+    elif a.type is float:
+        typed = st.sampled_from(["0", "-1", "0.5", "1", "1e9", "nan", "inf", "1e-9"])
+    elif a.type is Path:
+        typed = st.sampled_from(SAFE_PATHS)
+    else:
+        typed = TOKENS
+    return st.one_of(typed, typed, typed, TOKENS)
+
+
+def _options(parser: argparse.ArgumentParser) -> st.SearchStrategy[list[str]]:
+    """One option as a person would give it: a flag, or a flag with a value."""
+    units: list[st.SearchStrategy[list[str]]] = []
     for a in parser._actions:
-        if isinstance(a, argparse._SubParsersAction | argparse._HelpAction):
+        if not a.option_strings or isinstance(a, argparse._HelpAction) \
+                or "--realtime" in a.option_strings:
             continue
-        if not a.option_strings:
-            choices = list(a.choices) if a.choices else []
-            units.append((st.sampled_from(choices) if choices else TOKENS).map(lambda t: [t]))
-        elif "--realtime" in a.option_strings:
-            continue
-        elif a.nargs == 0:
+        if a.nargs == 0:
             units.append(st.sampled_from(a.option_strings).map(lambda f: [f]))
         else:
-            units.append(st.tuples(st.sampled_from(a.option_strings), TOKENS).map(list))
-    return st.one_of(units)
+            units.append(st.tuples(st.sampled_from(a.option_strings), _values(a)).map(list))
+    return st.one_of(units) if units else st.just([])
 
 
-UNITS = {name: _units(p) for name, p in PARSERS.items()}
+def _positionals(parser: argparse.ArgumentParser) -> st.SearchStrategy[list[str]]:
+    parts = []
+    for a in parser._actions:
+        if a.option_strings or isinstance(a, argparse._SubParsersAction):
+            continue
+        low, high = {"?": (0, 1), "*": (0, 2), "+": (1, 2)}.get(str(a.nargs), (1, 1))
+        parts.append(st.lists(_values(a), min_size=low, max_size=high))
+    return st.tuples(*parts).map(lambda ps: [t for p in ps for t in p]) if parts \
+        else st.just([])
+
+
+SHAPES = {name: (_positionals(p), _options(p)) for name, p in PARSERS.items()}
 
 
 @st.composite
 def argvs(draw: st.DrawFn) -> list[str]:
+    """Mostly well-formed command lines with hostile values; sometimes malformed ones."""
     command = draw(st.sampled_from(sorted(PARSERS)) | TEXT.filter(_safe_text).filter(
         lambda t: draw(st.integers(0, 9)) == 0))
     words = command.split(" ") if command in PARSERS else [command]
-    units = draw(st.lists(UNITS.get(command, UNITS["replay"]), max_size=5))
-    argv = [*draw(st.lists(st.sampled_from(["-v", "--verbose"]), max_size=1)), *words,
-            *(t for u in units for t in u)]
+    positionals, options = SHAPES.get(command, SHAPES["replay"])
+    args = [*draw(positionals), *(t for u in draw(st.lists(options, max_size=4)) for t in u)]
+    if draw(st.integers(0, 6)) == 0:  # a stray token somewhere
+        args.insert(draw(st.integers(0, len(args))), draw(TOKENS))
+    argv = [*draw(st.lists(st.sampled_from(["-v", "--verbose"]), max_size=1)), *words, *args]
     if command == "models fetch":  # never the network, never outside the sandbox
         argv += ["--from", "garbage.whl", "--dir", "models-out"]
     if command in SERVERS:  # parse the arguments, but do not serve
