@@ -274,7 +274,8 @@ def check(box: Sandbox, argv: list[str]) -> None:
         else ""
     before = box.snapshot()
     code, out, err = run_cli(box, argv)
-    event(f"{command or '(none)'}: exit {code}")
+    how = "argparse usage error" if "usage:" in err and code == 2 else f"exit {code}"
+    event(f"{command if command in PARSERS else '(unknown command)'}: {how}")
     assert code in (0, 1, 2), f"edge {argv} exited {code}: {err[-500:]}"
     assert "Traceback" not in err, f"edge {argv} printed a traceback:\n{err[-2000:]}"
     if code != 0:

@@ -255,3 +255,19 @@ def test_corpus_reads_keyword_folders_and_leaves_out_its_own_report(tmp_path):
     assert [(j.path.name, j.targets) for j in corpus.positives] == [
         ("1.wav", ("hey_jarvis",)), ("any.wav", ("hey_jarvis", "alexa"))]
     assert [j.index for j in corpus.jobs] == [0, 1, 2]
+
+
+def test_report_html_opens_in_chromium_with_its_plots(run, browser):
+    """The report opened in real headless Chromium: every plot decodes and is drawn."""
+    _, out, _ = run
+    browser.get((out / "report.html").as_uri())
+    images = browser.execute_script(
+        "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, "
+        "i.naturalHeight, i.getBoundingClientRect().width])")
+    assert len(images) == 3
+    assert images[0][0] == "DET curve"
+    for _alt, complete, nat_w, nat_h, shown_w in images:
+        assert complete and nat_w >= 600 and nat_h >= 200 and shown_w > 0
+    assert "false accepts per hour" in browser.page_source.lower()
+    browser.save_screenshot(str(out / "report.png"))
+    assert (out / "report.png").stat().st_size > 10_000

@@ -95,7 +95,7 @@ class Measurement:
 
     def target_statement(self, model: str) -> str:
         best = at_target(self.curves[model], self.target_fa_per_hour)
-        goal = f"at most {self.target_fa_per_hour:g} false accepts per hour"
+        goal = f"{self.target_fa_per_hour:g} false accepts per hour or fewer"
         if best is None:
             return (f"{model}: no swept threshold reaches {goal} on {self.corpus_text()} "
                     f"({self.grouping()}).")
