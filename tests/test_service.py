@@ -127,18 +127,26 @@ def run_recorder(unit: Path, tmp_path: Path) -> tuple[subprocess.CompletedProces
     return proc, sorted((state / "clips").glob("*.wav"))
 
 
+# Outside /tmp (which the sandbox leaves writable for state) wherever the checkout lives:
+# ProtectSystem=strict makes it read-only.
+PROBE = Path("/usr/local/.edge-sandbox-probe")
+
+
 def test_the_sandbox_enforces_the_units_filters(tmp_path):
     probe = ("import os, socket\n"
              "try:\n    os.chroot('/')\nexcept PermissionError:\n    print('chroot denied')\n"
              "try:\n    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)\n"
              "except OSError as e:\n    print('netlink', e.errno)\n"
              "socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close(); print('inet6 ok')\n"
-             f"try:\n    open({str(REPO / '.sandbox-probe')!r}, 'w')\n"
-             "except OSError as e:\n    print('checkout', e.errno)\n")
-    proc = sandboxed(UNIT, SYSTEM_PYTHON, "-c", probe)
-    assert proc.stdout.split("\n")[:4] == ["chroot denied", "netlink 97", "inet6 ok",
-                                           "checkout 30"], proc.stderr  # 30: EROFS
-    assert not (REPO / ".sandbox-probe").exists()
+             f"try:\n    open({str(PROBE)!r}, 'w')\n"
+             "except OSError as e:\n    print('system', e.errno)\n")
+    try:
+        proc = sandboxed(UNIT, SYSTEM_PYTHON, "-c", probe)
+        assert proc.stdout.split("\n")[:4] == ["chroot denied", "netlink 97", "inet6 ok",
+                                               "system 30"], proc.stderr  # 30: EROFS
+        assert not PROBE.exists()
+    finally:
+        PROBE.unlink(missing_ok=True)
 
 
 def test_the_recorder_keeps_its_clip_inside_the_units_sandbox(store, tmp_path):
