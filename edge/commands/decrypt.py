@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from edge.commands import output_folder
 from edge.errors import SealError, UsageError
 
 
@@ -41,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
     if args.key is None or not args.files:
         raise UsageError("give --key FILE and one or more sealed clips (or --new-key FILE to "
                          "make a key pair)")
+    output_folder(args.out, "--out")
     key = crypto.read_private_key(args.key)
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0

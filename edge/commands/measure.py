@@ -17,6 +17,7 @@ from typing import Any
 
 from edge.app import model_store
 from edge.audio.file import FileSource
+from edge.commands import output_folder
 from edge.config import Config, load_config, replace
 from edge.errors import EdgeError, UsageError
 
@@ -73,9 +74,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs {args.jobs} is not allowed; give 1 or more processes")
     if args.target_fa < 0 or args.pad < 0:
         raise UsageError("--target-fa and --pad must not be negative")
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out {args.out} is a file; give a folder for the report (it is "
-                         "made when missing)")
+    output_folder(args.out, "--out")
     cfg = measure_config(args)
     store = model_store(cfg.wake)
     names = tuple(store.resolve(m)[0] for m in cfg.wake.models)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge.commands import output_folder
 from edge.config import Config, load_config, replace
 from edge.errors import UsageError
 
@@ -46,9 +47,8 @@ def main(args: argparse.Namespace) -> int:
     from edge.sinks.local import LocalDirSink
 
     cfg = replay_config(args)
-    if args.clips is not None and args.clips.exists() and not args.clips.is_dir():
-        raise UsageError(f"--clips {args.clips} is a file; give a folder for the clips (it is "
-                         "made when missing)")
+    if args.clips is not None:
+        output_folder(args.clips, "--clips")
     store = model_store(cfg.wake)
     detector = build_detector(cfg.wake, store)
     sink = LocalDirSink(args.clips) if args.clips else None
