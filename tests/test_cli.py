@@ -167,3 +167,22 @@ def test_engine_openwakeword_runs_the_upstream_package_behind_the_same_interface
 
     assert len(dets(ours)) == 3
     assert dets(theirs) == dets(ours)
+
+
+def test_dashboard_on_a_busy_port_is_a_one_line_error():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = run_edge("dashboard", "--broker", "mqtt://127.0.0.1:1", "--port", str(port))
+    assert out.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("host", ["a..b", "x" * 70 + ".com"])
+def test_a_broker_host_that_is_not_a_valid_name_is_a_one_line_error(host):
+    out = run_edge("simulate-fleet", "--broker", f"mqtt://{host}", "--duration", "1")
+    assert out.returncode == 2
+    assert "has a host name that is not valid" in out.stderr and "Traceback" not in out.stderr

@@ -64,8 +64,30 @@ def main(args: argparse.Namespace) -> int:
         if not password:
             raise UsageError(f"--password-file {args.password_file} is empty; put the "
                              "password on its first line")
+    check_port_free(args.host, args.port)
     db = args.db or Config().state_path / "dashboard.sqlite3"
     dash = Dashboard(broker(args), db, args.host, args.port, password, args.base)
     print(f"edge dashboard: {dash.url} (history in {db})", flush=True)
     dash.run()
     return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A one-line error for a busy or unusable address, before the web server starts."""
+    import socket
+
+    from edge.errors import UsageError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise UsageError(f"--host {host!r} cannot be used ({exc}); give an address such as "
+                         "127.0.0.1") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); another "
+                             "program may be using it: give another --port") from None

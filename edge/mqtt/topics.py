@@ -131,5 +131,11 @@ def broker_from_url(url: str, *, ca: str = "", username: str = "", password_file
     except ValueError:
         raise UsageError(f"--broker {url!r} has a bad port; give a number from 1 to "
                          "65535") from None
-    return BrokerSettings(unquote(parts.hostname), port, tls, ca, "", "", username,
+    host = unquote(parts.hostname)
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise UsageError(f"--broker {url!r} has a host name that is not valid; give a DNS "
+                         "name or an IP address") from None
+    return BrokerSettings(host, port, tls, ca, "", "", username,
                           password_file, protocol, key_prefix="--broker")
