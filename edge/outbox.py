@@ -24,6 +24,7 @@ in the ledger). ``put`` never touches the network; the ``Uploader`` does that.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -182,8 +183,16 @@ class Outbox:
         data = pack(head, payload)
         with self._lock:
             atomic_write(self._spool_path(entry_id), data)
-            self._insert(entry_id, created, len(data), len(payload), sha, content_type, meta)
-            self._enforce_bounds(entry_id)
+            try:
+                self._insert(entry_id, created, len(data), len(payload), sha, content_type,
+                             meta)
+                self._enforce_bounds(entry_id)
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc):
+                    raise
+                # A full disk, like a failed spool write, is an OSError: the dispatcher holds
+                # the clip and puts it again (the spool write and the insert are idempotent).
+                raise OSError(errno.ENOSPC, f"the outbox index cannot grow: {exc}") from exc
         return Entry(entry_id, created, len(data), len(payload), sha, content_type, meta, 0, 0.0)
 
     def _insert(self, entry_id: str, created: float, size: int, payload_size: int, sha: str,

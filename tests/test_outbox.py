@@ -244,3 +244,20 @@ def test_ledger_survives_a_torn_last_line(tmp_path):
     assert [e["clip"] for e in read.entries] == ["a", "c"]
     assert read.unreadable == 1
     assert all(json.loads(line) for line in path.read_text().splitlines()[::2])
+
+
+def test_a_full_index_is_an_oserror_the_dispatcher_retries_and_the_retry_succeeds(tmp_path):
+    import errno
+
+    ob = new_outbox(tmp_path)
+    ob.put("a1", b"RIFF1", "audio/wav", {"id": "a1"})
+    pages = ob._db.execute("PRAGMA page_count").fetchone()[0]
+    ob._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite now answers SQLITE_FULL
+    big = {"id": "a2", "pad": "x" * 20000}
+    with pytest.raises(OSError) as info:
+        ob.put("a2", b"RIFF2", "audio/wav", big)
+    assert info.value.errno == errno.ENOSPC and "outbox index" in str(info.value)
+    ob._db.execute("PRAGMA max_page_count = 1000000")  # space is freed
+    ob.put("a2", b"RIFF2", "audio/wav", big)           # what the dispatcher does on retry
+    assert sorted(e.id for e in ob.pending()) == ["a1", "a2"]
+    assert [ob.read(e) for e in ob.pending() if e.id == "a2"] == [b"RIFF2"]
