@@ -100,8 +100,8 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
-class MqttUploadConfig:
-    """The MQTT broker clips are published to (upload.mode = "mqtt")."""
+class BrokerConnection:
+    """How to reach an MQTT broker: shared by upload.mqtt and mqtt."""
 
     host: str = opt("", doc="broker host name or address")
     port: int = opt(8883, lo=1, hi=65535, doc="broker port (8883: MQTT over TLS; 1883: plain)")
@@ -112,6 +112,12 @@ class MqttUploadConfig:
     username: str = opt("", doc="user name; '' connects without one")
     password_file: str = opt("", doc="file holding the password; read at each connect, never "
                                      "logged")
+
+
+@dataclass(frozen=True)
+class MqttUploadConfig(BrokerConnection):
+    """The MQTT broker clips are published to (upload.mode = "mqtt")."""
+
     topic_prefix: str = opt("edge-recorder", doc="clips go to <topic_prefix>/<device id>/clip; "
                                                  "kept apart from mqtt.base_topic so a fleet "
                                                  "dashboard reading edge/+/# never gets audio")
@@ -253,20 +259,11 @@ class HardwareConfig:
 
 
 @dataclass(frozen=True)
-class MqttConfig:
+class MqttConfig(BrokerConnection):
     """Field testing over MQTT: status, state and activation events, commands, Home Assistant."""
 
     enabled: bool = opt(False, doc="connect to the broker below and publish under "
                                     "<base_topic>/<device id>/ (metadata only, never audio)")
-    host: str = opt("", doc="broker host name or address")
-    port: int = opt(8883, lo=1, hi=65535, doc="broker port (8883: MQTT over TLS; 1883: plain)")
-    tls: bool = opt(True, doc="connect with TLS and verify the broker's certificate")
-    ca: str = opt("", doc="CA certificate (PEM) that signed the broker's; '' uses the system's")
-    cert: str = opt("", doc="client certificate (PEM) for mutual TLS; '' sends none")
-    key: str = opt("", doc="private key (PEM) of the client certificate")
-    username: str = opt("", doc="user name; '' connects without one")
-    password_file: str = opt("", doc="file holding the password; read at each connect, never "
-                                     "logged")
     protocol: str = opt("5", choices=("5", "3.1.1"), doc="MQTT version")
     base_topic: str = opt("edge", doc="topics are <base_topic>/<device id>/status, state, "
                                       "event/activation and cmd/<name>")
