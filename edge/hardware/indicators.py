@@ -81,12 +81,16 @@ class MonoLed:
                        pin_factory=factory)
 
     def show(self, look: Look) -> None:
-        if look is Look.RECORDING:
-            self.led.on()
-        elif look is Look.MUTED:
+        if look is Look.MUTED:
             self.led.blink(*MUTED_BLINK)
         elif look is Look.ERROR:
             self.led.blink(*ERROR_BLINK)
+        else:
+            self._steady(look)
+
+    def _steady(self, look: Look) -> None:
+        if look is Look.RECORDING:
+            self.led.on()
         else:
             self.led.off()
 
@@ -95,7 +99,7 @@ class MonoLed:
         self.led.close()
 
 
-class PwmLed:
+class PwmLed(MonoLed):
     """One dimmable LED: dim (or off) while listening, bright while recording."""
 
     def __init__(self, pin: Pin, active_high: bool, brightness: float, dim: float,
@@ -107,21 +111,13 @@ class PwmLed:
         self.led = PWMLED(f"GPIO{pin.gpio}", active_high=active_high, initial_value=0.0,
                           pin_factory=factory)
 
-    def show(self, look: Look) -> None:
+    def _steady(self, look: Look) -> None:
         if look is Look.RECORDING:
             self.led.value = self.brightness
         elif look is Look.LISTENING:
             self.led.value = self.dim
-        elif look is Look.MUTED:
-            self.led.blink(*MUTED_BLINK)
-        elif look is Look.ERROR:
-            self.led.blink(*ERROR_BLINK)
         else:
             self.led.off()
-
-    def close(self) -> None:
-        self.led.off()
-        self.led.close()
 
 
 def colour(look: Look, brightness: float, dim: float) -> RGB:
