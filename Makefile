@@ -37,9 +37,11 @@ models: venv
 run: setup
 	$(BIN)/edge run --demo-if-no-device $(ARGS)
 
+# lint-imports checks the package layers ([tool.importlinter] in pyproject.toml).
 lint: venv
 	$(BIN)/ruff check edge tests bench
 	$(BIN)/mypy edge
+	$(BIN)/lint-imports
 	shellcheck install.sh
 
 test: setup lint
@@ -64,7 +66,7 @@ soak: setup
 	nice $(BIN)/python bench/soak.py --hours $(HOURS) --out bench/results/soak.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 # The Pi service (install.sh): install or upgrade in place, remove (keeps the data), remove all.
 install:

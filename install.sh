@@ -258,12 +258,12 @@ check_config() {
   "$PYTHON" -I - "$SRC" "$target" "$CONFIG" <<'PY' || exit 1
 import sys
 
-sys.path.insert(0, sys.argv[1])  # this checkout's edge.config: only the standard library
-from edge.config import load_config
+sys.path.insert(0, sys.argv[1])  # this checkout's config checks: only the standard library
+from edge.compose.config import load_checked_config
 from edge.errors import EdgeError
 
 try:
-    load_config(sys.argv[2])
+    load_checked_config(sys.argv[2])
 except EdgeError as exc:
     where = "" if sys.argv[2] != sys.argv[3] else f" (fix {sys.argv[3]} and run it again)"
     sys.exit(f"install.sh: error: {exc}{where}")
@@ -291,7 +291,7 @@ write_config() {
 
 fetch_models() {
   # Verified against models/manifest.toml: a mismatch is refused, nothing is half-installed.
-  # The checkout's edge.modelstore (standard library only) with the venv's pip, so a bad
+  # The checkout's edge.wake.models (standard library only) with the venv's pip, so a bad
   # source fails before the package is built.
   mkdir -p "$MODELS"
   "$VENV/bin/python" -I - "$SRC" "$MODELS" "$MODELS_FROM" <<'PY'
@@ -300,7 +300,7 @@ from pathlib import Path
 
 sys.path.insert(0, sys.argv.pop(1))
 from edge.errors import EdgeError
-from edge.modelstore import Manifest, ModelStore
+from edge.wake.models import Manifest, ModelStore
 
 store = ModelStore(Path(sys.argv[1]), Manifest.load())
 if all(store.status(m.name).state == "ok" for m in store.manifest.models):  # pinned by sha256

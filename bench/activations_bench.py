@@ -24,14 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge import synth
-from edge.activation_plugin import ScoreTap
-from edge.activations import ActivationLog, ActivationRow
-from edge.app import build_engine
+from edge.activations.store import ActivationLog, ActivationRow
+from edge.audio import synth
+from edge.audio.frames import FRAME_SAMPLES
 from edge.config import WakeConfig
-from edge.engine import FRAME_SAMPLES
-from edge.policy import DetectionPolicy, ModelPolicy
-from edge.verifier import Candidate, ScoreMarginVerifier
+from edge.wake.detector import build_engine
+from edge.wake.policy import DetectionPolicy, ModelPolicy, ScoreRun
+from edge.wake.verifier import Candidate, ScoreMarginVerifier
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
@@ -68,17 +67,18 @@ def write_cost(n: int = 200) -> dict[str, float]:
 def detections(engine, stream: np.ndarray, threshold: float):  # type: ignore[no-untyped-def]
     """Each detection with the whole run of frames over the threshold that it started."""
     engine.reset()
-    policy = DetectionPolicy([ModelPolicy("hey_jarvis", threshold)])
-    tap = ScoreTap(engine, policy, keep=100000)
+    runs: list[ScoreRun] = []
+    policy = DetectionPolicy([ModelPolicy("hey_jarvis", threshold)], on_run_end=runs.append)
     found = []
     pad = (-len(stream)) % FRAME_SAMPLES
     x = np.concatenate([stream, np.zeros(pad + FRAME_SAMPLES * 5, np.int16)])
     for i in range(len(x) // FRAME_SAMPLES):
-        found += policy.step(tap.process(x[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES]), i)
-    tap.zero()
+        found += policy.step(engine.process(x[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES]), i)
+    policy.reset()
     out = []
     for d in found:
-        run = tap.run_for(d.model, d.frame_index)
+        run = next((r for r in runs if r.model == d.model and r.first <= d.frame_index <= r.last),
+                   None)
         out.append((max(d.score, run.peak) if run else d.score,
                     max(d.frames_over, run.frames) if run else d.frames_over))
     return out

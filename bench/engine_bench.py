@@ -7,13 +7,13 @@ Engines, each on one wake word (hey_jarvis) and the same model files:
 
 * ``openwakeword``: ``openwakeword.model.Model.predict`` (inference_framework="onnx"),
   imported for real (it pulls in scipy and scikit-learn);
-* ``edge``: ``edge.engine.StreamingEngine``, without the idle gate;
+* ``edge``: ``edge.wake.engine.StreamingEngine``, without the idle gate;
 * ``edge+gate``: the same with the quiet-room gate, ``idle_gate_dbfs=-45``.
 
 Audio (cached as WAV in bench/.cache/, keyed by its parameters):
 
-* ``prose``: ``edge.synth.prose(seconds)``, synthesized speech with short pauses;
-* ``quiet``: ``edge.synth.pink_noise(seconds, dbfs=-50)``, a quiet room.
+* ``prose``: ``edge.audio.synth.prose(seconds)``, synthesized speech with short pauses;
+* ``quiet``: ``edge.audio.synth.pink_noise(seconds, dbfs=-50)``, a quiet room.
 
 Every (engine, audio) pair runs in a fresh subprocess (this script with ``--child``),
 which reads the WAV frame by frame as a microphone would deliver it. Measured:
@@ -27,7 +27,7 @@ which reads the WAV frame by frame as a microphone would deliver it. Measured:
   reading the line the child prints once its first frame is scored: interpreter
   start, imports, model loading and one frame (the audio is streamed, never preloaded).
 
-Detections use edge.policy (threshold 0.5, patience 1, 2 s refractory). On the
+Detections use edge.wake.policy (threshold 0.5, patience 1, 2 s refractory). On the
 prose both engines must detect on the same frames (the prose holds no wake word, so
 these are false alarms; the per-frame scores must also agree within 1e-3); on quiet
 noise the gate must lose no detection of the ungated engine. Results: a table on stdout and
@@ -95,7 +95,7 @@ def child(args: argparse.Namespace) -> int:
         def score(frame: np.ndarray) -> float:
             return float(model.predict(frame)[key])
     else:
-        from edge.engine import Classifier, FeatureModels, StreamingEngine
+        from edge.wake.engine import Classifier, FeatureModels, StreamingEngine
 
         engine = StreamingEngine(
             FeatureModels.load(Path(paths["melspectrogram"]), Path(paths["embedding"])),
@@ -141,7 +141,7 @@ def cached_audio(kind: str, seconds: float) -> Path:
     import numpy as np
     import soundfile as sf
 
-    from edge import synth
+    from edge.audio import synth
 
     name = f"prose-{seconds:g}s-seed0-gap0.4.wav" if kind == "prose" else \
         f"pink-{seconds:g}s-m50dBFS-seed0.wav"
@@ -184,7 +184,7 @@ def run_child(engine: str, audio: Path, models: dict[str, str], tag: str) -> dic
 def detections(scores: Any) -> list[int]:
     import numpy as np
 
-    from edge.policy import DetectionPolicy, ModelPolicy
+    from edge.wake.policy import DetectionPolicy, ModelPolicy
 
     policy = DetectionPolicy([ModelPolicy(WAKE, threshold=THRESHOLD)])
     return [d.frame_index for i, s in enumerate(scores)
@@ -199,7 +199,7 @@ def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def parent(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from edge.modelstore import ModelStore
+    from edge.wake.models import ModelStore
 
     store = ModelStore.default()
     models = {n: str(store.path(n)) for n in ("melspectrogram", "embedding", WAKE)}

@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.fixtures.browser import chromium  # noqa: E402
-from tests.fixtures.mqtt import Broker, free_port, wait_port, write_conf  # noqa: E402
+from tests.fixtures.mqtt import Broker, free_port, port_open, write_conf  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fleet.json"
 EDGE = [sys.executable, "-m", "edge"]
@@ -217,8 +218,11 @@ def main(argv: list[str]) -> int:
     sse = SseWatcher(dash_port)
     results: list[dict[str, Any]] = []
     try:
-        if not wait_port(dash_port, 30.0):
-            raise SystemExit("the dashboard did not start; see " + str(work / "dashboard.log"))
+        try:
+            wait_for(lambda: port_open(dash_port), 30.0, "the dashboard to listen", poll_s=0.02)
+        except AssertionError:
+            raise SystemExit("the dashboard did not start; see "
+                             + str(work / "dashboard.log")) from None
         sse.start()
         page = chromium(work / "chromium-profile")
         page.get(f"http://127.0.0.1:{dash_port}/")

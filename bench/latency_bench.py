@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/latency_bench.py
 
-Each wake phrase of ``edge.synth.WAKE_PHRASES`` (but hey_mycroft, which espeak's
+Each wake phrase of ``edge.audio.synth.WAKE_PHRASES`` (but hey_mycroft, which espeak's
 voice may not trigger) is synthesized once and placed in a stream at several
 positions: four lead-ins (1.5, 2, 3 and 5 s) times four sub-frame offsets (0, 20,
 40 and 60 ms, so the word ends at every phase of the 80 ms frame), over digital
@@ -35,17 +35,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge import synth  # noqa: E402
-from edge.app import build_detector, model_store  # noqa: E402
-from edge.audio import ArraySource  # noqa: E402
+from edge.audio import synth  # noqa: E402
+from edge.audio.frames import FRAME_S, SAMPLE_RATE  # noqa: E402
+from edge.audio.sources import ArraySource  # noqa: E402
 from edge.clock import FakeClock  # noqa: E402
 from edge.config import Config, WakeConfig, replace  # noqa: E402
-from edge.engine import SAMPLE_RATE  # noqa: E402
-from edge.events import DetectionEvent, EventBus, RecordingStarted  # noqa: E402
-from edge.policy import FRAME_S  # noqa: E402
-from edge.recorder import Recorder  # noqa: E402
-from edge.runner import Runner  # noqa: E402
-from edge.vad import SileroVad  # noqa: E402
+from edge.pipeline.events import DetectionEvent, EventBus, RecordingStarted  # noqa: E402
+from edge.pipeline.recorder import Recorder  # noqa: E402
+from edge.pipeline.runner import Runner  # noqa: E402
+from edge.wake.detector import build_detector, model_store  # noqa: E402
+from edge.wake.vad import SileroVad  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 PHRASES = {k: v for k, v in synth.WAKE_PHRASES.items() if k != "hey_mycroft"}

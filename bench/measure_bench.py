@@ -4,7 +4,7 @@
     .venv/bin/python bench/measure_bench.py --minutes 2    # a quick look
 
 Audio (cached as WAV in bench/.cache/): each file is synthesized prose
-(``edge.synth.prose``) over pink room noise at -50 dBFS, with "hey jarvis" spoken
+(``edge.audio.synth.prose``) over pink room noise at -50 dBFS, with "hey jarvis" spoken
 every 2.5 minutes. One wake word, hey_jarvis, and the model files of models/.
 
 Runs, one after the other, each in its own process so CPU time is its own:
@@ -50,7 +50,7 @@ def corpus(minutes: float, files: int) -> list[Path]:
     import numpy as np
     import soundfile as sf
 
-    from edge import synth
+    from edge.audio import synth
 
     out = []
     for i in range(files):
@@ -77,7 +77,7 @@ def child_openwakeword(files: list[str]) -> dict[str, Any]:
     from openwakeword.model import Model
 
     from edge.audio.file import FileSource
-    from edge.modelstore import ModelStore
+    from edge.wake.models import ModelStore
 
     store = ModelStore.default()
     scores = {}
@@ -98,9 +98,9 @@ def child_openwakeword(files: list[str]) -> dict[str, Any]:
 def child_engine(files: list[str], scores_out: str) -> dict[str, Any]:
     import numpy as np
 
-    from edge.app import build_engine
     from edge.audio.file import FileSource
     from edge.config import WakeConfig
+    from edge.wake.detector import build_engine
 
     engine = build_engine(WakeConfig(models=[WAKE]))
     scores = {}
@@ -152,9 +152,9 @@ def main(argv: list[str]) -> int:
 
     import numpy as np
 
-    from edge.app import build_policy
     from edge.config import WakeConfig
     from edge.measure.sweep import DEFAULT_THRESHOLDS, activations, policy_at
+    from edge.wake.detector import build_policy
 
     files = [str(p) for p in corpus(args.minutes, args.files)]
     import soundfile as sf

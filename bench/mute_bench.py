@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge import synth
+from edge.audio import synth
+from edge.audio.frames import FRAME_SAMPLES
+from edge.compose.daemon import Seams, build_device
 from edge.config import Config, HardwareConfig, replace
-from edge.daemon import Daemon
-from edge.engine import FRAME_SAMPLES
-from edge.events import State
-from edge.hardware.plugin import HardwarePlugin
-from edge.hardware.profiles import resolve
+from edge.pipeline.events import State
+from edge.wake.engine import WakeEngine
 
 OUT = Path(__file__).parent / "results"
 TRIALS = 40
@@ -88,20 +87,28 @@ def main() -> int:
     cfg = replace(Config(), state_dir=tempfile.mkdtemp(),
                   hardware=HardwareConfig(profile="generic-usb"))
     source = LiveLikeSource()
-    plugin = HardwarePlugin(resolve(cfg.hardware), factory=factory, chime_output=NoChime())
-    daemon = Daemon(cfg, source, plugins=[plugin])
     reached: list[tuple[float, bool]] = []  # (when a frame reached the engine, had audio)
-    engine = daemon.recorder.engine
 
     class Timed:
+        def __init__(self, engine: WakeEngine) -> None:
+            self.engine = engine
+
         def process(self, frame: np.ndarray):  # type: ignore[no-untyped-def]
             reached.append((time.monotonic(), bool(frame.any())))
-            return engine.process(frame)
+            return self.engine.process(frame)
+        @property
+        def model_names(self) -> tuple[str, ...]:
+            return self.engine.model_names
 
-        def __getattr__(self, attr: str):  # type: ignore[no-untyped-def]
-            return getattr(engine, attr)
+        def reset(self) -> None:
+            self.engine.reset()
 
-    daemon.recorder.engine = Timed()  # type: ignore[assignment]
+        def zero(self) -> None:
+            self.engine.zero()
+
+    daemon = build_device(cfg, source, Seams(
+        pin_factory=factory, chime_output=NoChime(), wrap_engine=Timed,  # type: ignore[arg-type]
+        systemd=lambda _models: None)).daemon
     pin = factory.pin(22)
     pin.drive_low()
     loop = threading.Thread(target=daemon.run, kwargs={"install_signals": False})

@@ -4,12 +4,13 @@ restarts; RSS, open file descriptors and threads sampled throughout.
     python bench/soak.py --hours 24 --out bench/results/soak.json     # make soak
     python bench/soak.py --hours 0.25                                  # what the CI runs
 
-The audio is synthesized once (espeak prose, a wake phrase and a request, silence and
-quiet noise; about one minute) and looped. It goes through the real ``Daemon`` with the
-real models and every plugin the device runs: the hardware (gpiozero MockFactory; the
-mute switch is toggled on its pin), the activation log, the uploader to a real Mosquitto
-on a loopback port (restarted every ``--restart-every`` audio seconds), and the MQTT
-device plugin. Frames go as fast as the CPU allows.
+The audio is synthesized once (espeak prose, a wake phrase and a request, silence and quiet
+noise; about one minute) and looped. It goes through the real daemon, built by the
+composition root with the real models and every subsystem the device runs: the hardware
+(gpiozero MockFactory; the mute switch is toggled on its pin), the activation log, the
+uploader to a real Mosquitto on a loopback port (restarted every ``--restart-every`` audio
+seconds), and the MQTT device plugin.
+Frames go as fast as the CPU allows.
 
 Pass mark, measured between the end of the warm-up and the end of the run: RSS growth
 under 5 MB, no growth in open file descriptors, no growth in threads. The figures go to
@@ -36,11 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from edge import synth  # noqa: E402
-from edge.engine import FRAME_SAMPLES, SAMPLE_RATE  # noqa: E402
+from edge.audio import synth  # noqa: E402
+from edge.audio.frames import FRAME_S, FRAME_SAMPLES  # noqa: E402
 
 log = logging.getLogger("soak")
-FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 RSS_LIMIT_KB = 5 * 1024
 MUTE_PIN = 22  # the generic-usb profile: switch on GPIO22, muted while the pin is high
 
@@ -173,7 +173,7 @@ def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
              warmup_s: float | None = None, workdir: Path | None = None) -> dict[str, Any]:
     from gpiozero.pins.mock import MockFactory
 
-    from edge.activation_plugin import ActivationLogPlugin
+    from edge.compose.daemon import Seams, build_device
     from edge.config import (
         ActivationsConfig,
         Config,
@@ -183,10 +183,6 @@ def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
         OutputConfig,
         UploadConfig,
     )
-    from edge.daemon import Daemon
-    from edge.hardware.plugin import HardwarePlugin
-    from edge.mqtt.device import MqttPlugin
-    from edge.upload import UploadPlugin
     from tests.fixtures.mqtt import Broker, free_port, write_conf
 
     work = Path(workdir or tempfile.mkdtemp(prefix="edge-soak-"))
@@ -210,10 +206,9 @@ def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
     loop = one_minute()
     source = LoopSource(loop, frames)
     factory = MockFactory()
-    upload = UploadPlugin(cfg, drain_s=30.0)
-    plugins: list[Any] = [HardwarePlugin.from_config(cfg, factory=factory),
-                          ActivationLogPlugin(cfg), upload, MqttPlugin(cfg)]
-    daemon = Daemon(cfg, source, plugins=plugins)
+    device = build_device(cfg, source, Seams(pin_factory=factory, upload_drain_s=30.0,
+                                             systemd=lambda _models: None))
+    daemon, upload = device.daemon, device.upload
     factory.pin(MUTE_PIN).drive_low()  # the switch closed to ground (over the pull-up): listen
     t0 = time.monotonic()
     warm = warmup_s if warmup_s is not None else min(1800.0, hours * 3600 * 0.2)

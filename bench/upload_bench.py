@@ -36,15 +36,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge import synth  # noqa: E402
-from edge.app import build_detector, build_recorder, model_store  # noqa: E402
+from edge.audio import synth  # noqa: E402
+from edge.audio.frames import FRAME_SAMPLES  # noqa: E402
+from edge.compose.daemon import build_recorder  # noqa: E402
 from edge.config import Config, HttpsUploadConfig, MqttUploadConfig  # noqa: E402
-from edge.engine import FRAME_SAMPLES  # noqa: E402
-from edge.events import EventBus  # noqa: E402
-from edge.ledger import Ledger  # noqa: E402
-from edge.outbox import Outbox  # noqa: E402
+from edge.pipeline.events import EventBus  # noqa: E402
+from edge.privacy.ledger import Ledger  # noqa: E402
 from edge.sinks.local import wav_bytes  # noqa: E402
-from edge.uploader import Sender, Uploader  # noqa: E402
+from edge.upload.queue import Outbox  # noqa: E402
+from edge.upload.uploader import Sender, Uploader  # noqa: E402
+from edge.wake.detector import build_detector, model_store  # noqa: E402
 from tests.upload_helpers import DEVICE, make_clip  # noqa: E402
 
 OUT = ROOT / "bench" / "results"
@@ -154,8 +155,8 @@ def main() -> int:
     idle_runs = [frame_times(audio)]
     print(f"idle        {summary(idle_runs[0])}", flush=True)
 
-    from edge.sinks.https import HttpsSender
-    from edge.sinks.mqtt import MqttSender
+    from edge.upload.senders.https import HttpsSender
+    from edge.upload.senders.mqtt import MqttSender
     from tests.fixtures.mqtt import Broker, free_port, write_conf
 
     with tempfile.TemporaryDirectory() as d:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge import synth
-from edge.engine import FRAME_SAMPLES, frame_dbfs
-from edge.modelstore import ModelStore
-from edge.vad import SileroVad
+from edge.audio import synth
+from edge.audio.frames import FRAME_SAMPLES
+from edge.wake.engine import frame_dbfs
+from edge.wake.models import ModelStore
+from edge.wake.vad import SileroVad
 
 OUT = Path(__file__).parent / "results"
 

@@ -57,17 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level: str = "info", levels: dict[str, str] | None = None) -> None:
-    """journald with structured fields under systemd, else stderr (edge/logsetup.py)."""
-    from edge.logsetup import configure
-
-    configure(level, levels)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging("debug" if args.verbose else "info")
+    from edge.service.logs import configure
+
+    configure("debug" if args.verbose else "info")
     try:
         return int(args.func(args) or 0)
     except EdgeError as exc:

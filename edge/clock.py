@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Protocol
+
+
+def iso(t: float, zulu: bool = True) -> str:
+    """Epoch seconds as ISO 8601 UTC to the millisecond, ending ``Z`` (or ``+00:00``, the
+    ledger's form, when ``zulu`` is false).
+
+    >>> iso(0.0), iso(0.0, zulu=False)
+    ('1970-01-01T00:00:00.000Z', '1970-01-01T00:00:00.000+00:00')
+    """
+    text = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z") if zulu else text
 
 
 class Clock(Protocol):

@@ -5,22 +5,21 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge.activation_plugin import ActivationLogPlugin
-from edge.activations import ActivationRow
-from edge.app import Detector
+from edge.activations.plugin import ActivationLogPlugin
+from edge.activations.store import ActivationRow
+from edge.audio.frames import FRAME_SAMPLES
 from edge.clock import FakeClock
 from edge.config import ActivationsConfig, Config, RecordConfig, UploadConfig, replace
-from edge.engine import FRAME_SAMPLES
-from edge.events import EventBus
-from edge.policy import DetectionPolicy, ModelPolicy
-from edge.recorder import Recorder
+from edge.pipeline.events import EventBus, RunEnded
+from edge.pipeline.recorder import Recorder
+from edge.wake.detector import Detector
+from edge.wake.policy import DetectionPolicy, ModelPolicy
 from tests.fakes import LevelVad
 
 FRAME_S = 0.08
@@ -46,6 +45,9 @@ class ScoreScript:
     def reset(self) -> None:
         pass
 
+    def zero(self) -> None:
+        pass
+
 
 def config(tmp: Path, **activations: Any) -> Config:
     upload = activations.pop("upload", UploadConfig())
@@ -54,7 +56,8 @@ def config(tmp: Path, **activations: Any) -> Config:
 
 
 class Harness:
-    """The daemon's composition, minus models: a scripted engine, a level VAD, the plugin.
+    """The daemon's composition (as edge.compose wires the log), minus models: a scripted
+    engine, a level VAD, the activation log.
 
     ``feed`` plays the audio loop: each frame goes to the recorder, then the frame hooks.
     """
@@ -67,10 +70,16 @@ class Harness:
         self.bus = EventBus()
         self.on_frame: list[Callable[[], None]] = []
         self.clips: list[Any] = []
-        self.detector = Detector(ScoreScript(scores),
-                                 DetectionPolicy([ModelPolicy("m", threshold)]))
-        self.plugin = plugin or ActivationLogPlugin(cfg, verifier=verifier)
-        self.plugin.attach(self)
+        policy = DetectionPolicy([ModelPolicy("m", threshold)],
+                                 on_run_end=lambda run: self.bus.publish(RunEnded(run)))
+        self.detector = Detector(ScoreScript(scores), policy)
+        self.plugin = plugin or ActivationLogPlugin(
+            cfg, self.clock, clips_kept=cfg.output.keep_local or cfg.upload.mode != "off",
+            thresholds=policy.thresholds, verifier=verifier)
+        self.bus.subscribe("activation-log", self.plugin.on_event)
+        if cfg.activations.checkpoint_s:
+            self.on_frame.append(self.plugin.on_frame)
+        self.plugin.start()
         self.recorder = Recorder(
             self.detector.engine, self.detector.policy, LevelVad(), record or RecordConfig(),
             1.5, self.bus, self.clips.append, self.clock,
@@ -89,6 +98,7 @@ class Harness:
 
     def close(self) -> None:
         self.recorder.shutdown()
+        self.bus.flush()
         self.plugin.close()
         self.bus.close()
 
@@ -116,12 +126,3 @@ def dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     return p.pid
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()

@@ -62,3 +62,16 @@ class Collector:
     def of(self, kind: type) -> list[Any]:
         with self._lock:
             return [e for e in self.events if isinstance(e, kind)]
+
+
+class FakeChime:
+    """A chime output that records what it was asked to play."""
+
+    def __init__(self) -> None:
+        self.played: list[str] = []
+
+    def play(self, kind: str) -> None:
+        self.played.append(kind)
+
+    def close(self) -> None:
+        pass

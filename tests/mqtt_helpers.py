@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from edge.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 from edge.config import ActivationsConfig, Config, MqttConfig, OutputConfig, replace
-from edge.engine import FRAME_SAMPLES, SAMPLE_RATE
+from tests.waiting import wait_for
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 
@@ -72,17 +72,19 @@ def device_config(state: Path, broker: Any, **mqtt: Any) -> Config:
 
 
 class DeviceRig:
-    """A running daemon (real models) with the MQTT plugin and the activation log."""
+    """A running daemon (real models) built as ``edge run`` builds it, with MQTT on."""
 
-    def __init__(self, cfg: Config, source: LiveSource, plugins: list[Any],
-                 device_id: str = "0123456789abcdef") -> None:
-        from edge.daemon import Daemon
-        from edge.mqtt.device import MqttPlugin
+    def __init__(self, cfg: Config, source: LiveSource, device_id: str = "0123456789abcdef",
+                 **seams: Any) -> None:
+        from edge.compose.daemon import build_device
+        from tests.device import device_seams
 
         self.cfg = cfg
         self.source = source
-        self.mqtt = MqttPlugin(cfg, device_id=device_id)
-        self.daemon = Daemon(cfg, source, plugins=[*plugins, self.mqtt])
+        self.device = build_device(cfg, source, device_seams(device_id=device_id, **seams))
+        assert self.device.mqtt is not None, "mqtt.enabled must be true"
+        self.mqtt = self.device.mqtt
+        self.daemon = self.device.daemon
         self.thread = threading.Thread(target=self.daemon.run, kwargs={"install_signals": False},
                                        name="test-daemon", daemon=True)
         self.thread.start()
@@ -143,16 +145,13 @@ class Commander:
 
     def wait_result(self, match: Callable[[dict[str, Any]], bool],
                     timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for _topic, r in self.results:
-                    if match(r):
-                        return r
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no matching result; results so far: {self.results}")
-                self._cond.wait(left)
+        def found() -> dict[str, Any] | None:
+            return next((r for _topic, r in self.results if match(r)), None)
+
+        try:
+            return wait_for(found, timeout, "a matching command result", notified=self._cond)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; results so far: {self.results}") from None
 
     def latest(self, topic: str) -> dict[str, Any] | None:
         with self._cond:
@@ -161,14 +160,9 @@ class Commander:
                     return dict(json.loads(payload))
         return None
 
-    def wait_for(self, cond: Callable[[], Any], timeout: float = 15.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = cond()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError("condition not met in time")
+    def wait_for(self, cond: Callable[[], Any], timeout: float = 15.0,
+                 what: str = "the condition") -> Any:
+        return wait_for(cond, timeout, what)
 
     def close(self) -> None:
         self.client.disconnect()

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from edge.activations import ActivationLog, ActivationLogError, parse_since
-from edge.bundle import unpack
+from edge.activations.stats import compute, durations, render
+from edge.activations.store import ActivationLog, ActivationLogError, parse_since
 from edge.cli import main as edge
 from edge.config import RecordConfig, UploadConfig
-from edge.crypto import new_keypair, open_sealed
 from edge.errors import UsageError
-from edge.retention import expire, purge
-from edge.stats import compute, durations, render
-from edge.verifier import Candidate, ScoreMarginVerifier
+from edge.privacy.bundle import unpack
+from edge.privacy.crypto import new_keypair, open_sealed
+from edge.privacy.retention import expire, purge
+from edge.wake.verifier import Candidate, ScoreMarginVerifier
 from tests.activation_helpers import Harness, config, dead_pid, row, rows
 
 FRAME_S = 0.08
@@ -245,7 +245,7 @@ def test_listening_periods_follow_mute_and_count_heard_audio(tmp_path):
 def test_a_threshold_changed_at_run_time_starts_a_new_period(tmp_path):
     h = Harness(config(tmp_path), {})
     h.feed(50)
-    h.detector.policy.set_threshold("m", 0.7)  # as MQTT's set_threshold does, between frames
+    h.recorder.set_threshold("m", 0.7)  # as MQTT's set_threshold does, between frames
     h.feed(25)
     h.close()
     with ActivationLog.open(tmp_path / "activations.sqlite3") as s:
@@ -259,9 +259,9 @@ def test_labels_for_an_activation_still_recording_are_applied_when_it_ends(tmp_p
     h = Harness(config(tmp_path), {40: 0.9})
     h.feed(45, loud={42, 43, 44})
     in_flight = h.recorder._rec.activation_id  # noqa: SLF001 - the id MQTT would have seen
-    assert h.plugin.label(in_flight, "false", "mqtt") == in_flight
+    assert h.plugin.label(in_flight, "false", "mqtt").result(10) == in_flight
     h.feed(30)
-    assert h.plugin.label("last", "true", "dashboard") == in_flight
+    assert h.plugin.label("last", "true", "dashboard").result(10) == in_flight
     h.close()
     with ActivationLog.open(tmp_path / "activations.sqlite3") as s:
         (r,) = s.rows()
@@ -339,7 +339,7 @@ def test_no_speech_kept_as_clip_is_still_flagged(tmp_path):
 def test_the_outbox_marks_clips_uploaded_through_the_plugin(tmp_path):
     h = Harness(config(tmp_path), {40: 0.9, 100: 0.9})
     h.feed(70, loud=set(range(41, 50)))
-    assert h.plugin.mark_uploaded(h.clips[0].id)
+    h.plugin.mark_uploaded(h.clips[0].id)  # enqueued: written on the log's own thread
     h.feed(60, loud=set(range(101, 110)))
     second = h.clips[1].id
     h.plugin.mark_uploaded(second)  # perhaps before its row is written: it is remembered

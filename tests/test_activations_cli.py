@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.activations import ActivationLog
+from edge.activations.store import ActivationLog
 from edge.cli import main as edge
 from tests.activation_helpers import row
 

@@ -16,23 +16,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import activations, synth
-from edge.activation_plugin import ActivationLogPlugin
-from edge.activations import ActivationLog
-from edge.audio import ArraySource
+from edge.activations import schema as activations_schema
+from edge.activations import store as activations
+from edge.activations.store import ActivationLog
+from edge.audio import synth
+from edge.audio.sources import ArraySource
 from edge.cli import main as edge
 from edge.clock import FakeClock
-from edge.daemon import Daemon
-from edge.events import DetectionEvent
-from tests.activation_helpers import Harness, config, row, rows, wait_for
+from edge.pipeline.events import DetectionEvent
+from tests.activation_helpers import Harness, config, row, rows
+from tests.device import build
 from tests.fixtures.audio import phrase, prose
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from edge.activations import ActivationLog, ActivationRow
+    from edge.activations.store import ActivationLog, ActivationRow
     log = ActivationLog.open(Path(sys.argv[1]))
     period = log.open_period(1.7e9, {"m": 0.5})
     i = 0
@@ -91,7 +93,7 @@ def test_labels_arriving_while_activations_are_written(tmp_path):
     def label_on_announce(ev: object) -> None:  # as MQTT would, the moment a wake is seen
         if isinstance(ev, DetectionEvent) and not ev.ignored:
             try:
-                h.plugin.label(ev.activation_id, "false", "mqtt")
+                h.plugin.label(ev.activation_id, "false", "mqtt").result(10)
                 announced.append(ev.activation_id)
             except BaseException as exc:  # noqa: BLE001 - collected for the assertion
                 errors.append(exc)
@@ -167,8 +169,9 @@ def test_no_disk_writes_while_idle(tmp_path, store):
     cfg = config(tmp_path)
     stream = synth.concat([synth.silence(5.0), prose(40.0), synth.silence(20.0)])
     source = GatedSource(stream, at=10)
-    plugin = ActivationLogPlugin(cfg)
-    daemon = Daemon(cfg, source, clock=FakeClock(), plugins=[plugin])
+    device = build(cfg, source, clock=FakeClock())
+    daemon, plugin = device.daemon, device.activations
+    assert plugin is not None
     runner = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
     runner.start()
     try:
@@ -196,8 +199,7 @@ def test_a_corrupt_log_never_stops_the_device_listening(tmp_path, store, caplog)
     stream = synth.concat([synth.silence(1.0), phrase("hey jarvis"), synth.silence(0.3),
                            phrase("turn on the kitchen lights"), synth.silence(3.0)])
     with caplog.at_level(logging.ERROR):
-        daemon = Daemon(cfg, ArraySource(stream), clock=FakeClock(),
-                        plugins=[ActivationLogPlugin(cfg)])
+        daemon = build(cfg, ArraySource(stream), clock=FakeClock()).daemon
         daemon.run(install_signals=False)
     assert daemon.recorder.stats.clips == 1
     assert len(list((tmp_path / "clips").glob("*.wav"))) == 1
@@ -220,7 +222,7 @@ def test_writes_held_while_the_log_is_corrupt_are_saved_once_it_is_moved_aside(t
 
 
 def test_a_locked_log_holds_writes_until_it_is_free(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(activations, "BUSY_TIMEOUT_MS", 50)
+    monkeypatch.setattr(activations_schema, "BUSY_TIMEOUT_MS", 50)
     h = Harness(config(tmp_path), {40: 0.9, 100: 0.9})
     db = tmp_path / "activations.sqlite3"
     h.feed(70, loud=set(range(41, 50)))

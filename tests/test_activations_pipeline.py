@@ -7,17 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from edge import synth
-from edge.activation_plugin import ActivationLogPlugin
-from edge.activations import ActivationLog
-from edge.audio import ArraySource
+from edge.activations.store import ActivationLog
+from edge.audio import synth
+from edge.audio.frames import FRAME_SAMPLES
+from edge.audio.sources import ArraySource
 from edge.cli import main as edge
 from edge.clock import FakeClock
+from edge.compose.daemon import Device
 from edge.config import WakeConfig, replace
-from edge.daemon import Daemon
-from edge.engine import FRAME_SAMPLES
-from edge.upload import DiscardSink
+from edge.pipeline.daemon import Daemon
 from tests.activation_helpers import config
+from tests.device import build
 from tests.fixtures.audio import phrase, prose
 
 FRAME_S = 0.08
@@ -27,16 +27,16 @@ def frames_in(stream: np.ndarray) -> int:
     return -(-len(stream) // FRAME_SAMPLES)
 
 
-def run_daemon(cfg, stream: np.ndarray, on_detection=None,  # type: ignore[no-untyped-def]
-               **kw) -> tuple[Daemon, FakeClock]:
+def run_daemon(cfg, stream: np.ndarray,  # type: ignore[no-untyped-def]
+               on_detection=None) -> tuple[Daemon, FakeClock]:
     """Run the live daemon over ``stream`` with a fake wall clock that keeps pace with it.
 
-    ``on_detection[k]`` (k counted from 1) is called with the daemon five frames into
+    ``on_detection[k]`` (k counted from 1) is called with the device five frames into
     the k-th activation's recording, on the audio thread, as a GPIO or MQTT command would.
     """
     clock = FakeClock()
-    daemon = Daemon(cfg, ArraySource(stream), clock=clock, plugins=[ActivationLogPlugin(cfg)],
-                    **kw)
+    device = build(cfg, ArraySource(stream), clock=clock)
+    daemon = device.daemon
     fired: set[int] = set()
     started: dict[int, int] = {}
 
@@ -48,24 +48,26 @@ def run_daemon(cfg, stream: np.ndarray, on_detection=None,  # type: ignore[no-un
             started.setdefault(k, rec.frame_index)
             if rec.frame_index - started[k] >= 5:
                 fired.add(k)
-                on_detection[k](daemon, clock)
+                on_detection[k](device, clock)
 
     daemon.on_frame.append(hook)
     daemon.run(install_signals=False)
     return daemon, clock
 
 
-def cancel(daemon: Daemon, clock: FakeClock) -> None:
-    daemon.post(lambda r: r.cancel())
+def cancel(device: Device, clock: FakeClock) -> None:
+    device.daemon.post(lambda r: r.cancel())
 
 
-def mute_ten_minutes(daemon: Daemon, clock: FakeClock) -> None:
+def mute_ten_minutes(device: Device, clock: FakeClock) -> None:
+    mute = device.hardware.mute
+
     def command(r) -> None:  # type: ignore[no-untyped-def]
-        r.mute()
+        mute.soft_mute(r, "a test")
         clock.advance(600.0)
-        r.unmute()
+        mute.soft_unmute(r, "a test", remote=False)
 
-    daemon.post(command)
+    device.daemon.post(command)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +134,7 @@ def test_rates_are_kept_apart_per_threshold(tmp_path, store):
     cfg = config(tmp_path)
     run_daemon(replace(cfg, wake=replace(WakeConfig(), threshold=0.7)), quiet)
     with ActivationLog.open(tmp_path / "activations.sqlite3") as log:
-        from edge.stats import compute
+        from edge.activations.stats import compute
 
         report = compute(log)
     g5, g7 = report["by_model_threshold"]
@@ -148,7 +150,7 @@ def test_a_clip_nobody_keeps_is_logged_as_discarded(tmp_path, store):
     cfg = replace(cfg, output=replace(cfg.output, keep_local=False))
     request = synth.concat([synth.silence(1.0), phrase("hey jarvis"), synth.silence(0.3),
                             phrase("turn on the kitchen lights"), synth.silence(3.0)])
-    run_daemon(cfg, request, sinks=[DiscardSink()])  # upload off, no local copy
+    run_daemon(cfg, request)  # upload off, no local copy: the clip is discarded
     with ActivationLog.open(tmp_path / "activations.sqlite3") as log:
         (r,) = log.rows()
     assert (r["outcome"], r["end_reason"], r["likely_false"]) == ("discarded", "silence", False)

@@ -6,8 +6,8 @@ import json
 
 from edge.cli import main as edge
 from edge.clock import FakeClock
-from edge.ledger import Ledger
-from edge.outbox import Outbox
+from edge.privacy.ledger import Ledger
+from edge.upload.queue import Outbox
 
 
 def ledger_with_history(tmp_path) -> None:

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +21,21 @@ import numpy as np
 import pytest
 import soxr
 
-from edge import synth
-from edge.audio import capture
+from edge.audio import portaudio, synth
 from edge.audio.capture import PyAudioSource
+from edge.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 from edge.clock import FakeClock
 from edge.config import Config, OutputConfig, replace
-from edge.engine import FRAME_SAMPLES, SAMPLE_RATE
 from edge.errors import AudioDeviceError, AudioFormatError
-from edge.events import DetectionEvent, EventBus, RecordingStarted, State
-from edge.policy import DetectionPolicy, ModelPolicy
-from edge.recorder import Recorder
-from edge.runner import Runner
+from edge.pipeline.events import DetectionEvent, EventBus, RecordingStarted, State
+from edge.pipeline.recorder import Recorder
+from edge.pipeline.runner import Runner
+from edge.wake.policy import DetectionPolicy, ModelPolicy
 from tests.fakes import Collector, LevelVad, ScriptedEngine
 from tests.fixtures.alsa import AlsaConfig
 from tests.fixtures.audio import phrase
 from tests.fixtures.portaudio import FakeHost, FakeMic
+from tests.waiting import wait_for
 
 EDGE = [sys.executable, "-m", "edge"]
 TONES = (300.0, 700.0, 1100.0, 1900.0)
@@ -86,30 +85,30 @@ def at_rate(x: np.ndarray, rate: int) -> np.ndarray:
 def test_list_devices_shows_each_alsa_pcm_with_its_channels(alsa: AlsaConfig):
     alsa.add("edgemono", np.zeros(1600))
     alsa.add("edgequad", np.zeros((1600, 4)))
-    devices = {d.name: d for d in capture.list_devices()}
+    devices = {d.name: d for d in portaudio.list_devices()}
     assert set(devices) == {"edgemono", "edgequad"}
     assert devices["edgemono"].channels == 1 and devices["edgequad"].channels == 4
     # a PCM that takes any rate reports PortAudio's first choice
     assert devices["edgequad"].default_rate == 44100
-    assert capture.has_capture_device()
+    assert portaudio.has_capture_device()
 
 
 def test_no_capture_device_is_reported_as_none(alsa: AlsaConfig):
-    assert capture.list_devices() == []
-    assert not capture.has_capture_device()
+    assert portaudio.list_devices() == []
+    assert not portaudio.has_capture_device()
     with pytest.raises(AudioDeviceError, match="no capture devices found"):
-        capture.find_device("")
+        portaudio.find_device("")
 
 
 def test_a_device_is_found_by_default_index_exact_name_or_substring(alsa: AlsaConfig):
     alsa.add("edgemono", np.zeros(1600))
     alsa.add("edgemono-usb", np.zeros((1600, 2)), default=True)
-    devices = {d.name: d for d in capture.list_devices()}
-    assert capture.find_device("").name == "default"
-    assert capture.find_device("").channels == 2
-    assert capture.find_device(str(devices["edgemono-usb"].index)).name == "edgemono-usb"
-    assert capture.find_device("EDGEMONO").name == "edgemono"  # exact beats substring
-    assert capture.find_device("usb").name == "edgemono-usb"
+    devices = {d.name: d for d in portaudio.list_devices()}
+    assert portaudio.find_device("").name == "default"
+    assert portaudio.find_device("").channels == 2
+    assert portaudio.find_device(str(devices["edgemono-usb"].index)).name == "edgemono-usb"
+    assert portaudio.find_device("EDGEMONO").name == "edgemono"  # exact beats substring
+    assert portaudio.find_device("usb").name == "edgemono-usb"
 
 
 def test_a_missing_device_error_names_it_and_lists_the_devices(alsa: AlsaConfig):
@@ -123,9 +122,9 @@ def test_a_missing_device_error_names_it_and_lists_the_devices(alsa: AlsaConfig)
     assert "'edgemono' (1 ch, 44100 Hz)" in msg and "'edgequad' (4 ch, 44100 Hz)" in msg
     assert not src.capturing
     with pytest.raises(AudioDeviceError, match="ambiguous.*edgemono.*edgequad"):
-        capture.find_device("edge")
+        portaudio.find_device("edge")
     with pytest.raises(AudioDeviceError, match="no capture device has index 9.*edgemono"):
-        capture.find_device("9")
+        portaudio.find_device("9")
 
 
 def test_a_channel_the_device_lacks_is_a_clear_error(alsa: AlsaConfig):
@@ -227,7 +226,6 @@ def test_all_channels_are_averaged_when_none_is_chosen(alsa: AlsaConfig):
 
 def test_hey_jarvis_captured_through_alsa_makes_a_detection_and_a_clip(alsa: AlsaConfig,
                                                                        store, tmp_path: Path):
-    from edge.daemon import Daemon
 
     wake = phrase("hey jarvis")
     stream16 = synth.concat([synth.silence(1.5), wake, synth.silence(0.3),
@@ -239,7 +237,9 @@ def test_hey_jarvis_captured_through_alsa_makes_a_detection_and_a_clip(alsa: Als
 
     cfg = replace(Config(), state_dir=str(tmp_path / "state"), output=OutputConfig())
     source = PyAudioSource("usbmic")
-    daemon = Daemon(cfg, source)
+    from tests.device import build
+
+    daemon = build(cfg, source).daemon
     events = Collector()
     daemon.bus.subscribe("test", events)
     limit = frames_for(len(stream16)) + 30
@@ -272,10 +272,9 @@ def test_edge_run_input_device_records_a_clip_until_sigterm(alsa: AlsaConfig, st
     proc = subprocess.Popen([*EDGE, "run", "--input", "usbmic"], stderr=subprocess.PIPE,
                             text=True, env={**alsa.env, "STATE_DIRECTORY": str(state)})
     try:
-        deadline = time.monotonic() + 120
-        while not list((state / "clips").rglob("*.wav")) and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.2)
+        wait_for(lambda: proc.poll() is not None or list((state / "clips").rglob("*.wav")),
+                 120, "a clip from `edge run`", poll_s=0.2)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -296,13 +295,6 @@ def fake_recorder() -> tuple[Recorder, EventBus]:
     return rec, bus
 
 
-def wait_until(cond: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def test_mute_really_stops_the_alsa_stream_and_unmute_restarts_it(alsa: AlsaConfig):
     alsa.add("edgemono", tone(440.0, 1.0, 16000), tail_s=120)
     src = PyAudioSource("edgemono")
@@ -311,13 +303,13 @@ def test_mute_really_stops_the_alsa_stream_and_unmute_restarts_it(alsa: AlsaConf
     thread = threading.Thread(target=runner.run)
     thread.start()
     try:
-        wait_until(lambda: rec.stats.frames >= 5 and src.capturing, "capture")
+        wait_for(lambda: rec.stats.frames >= 5 and src.capturing, what="capture")
         runner.post(lambda r: r.mute())
-        wait_until(lambda: rec.state is State.MUTED and not src.capturing, "mute")
+        wait_for(lambda: rec.state is State.MUTED and not src.capturing, what="mute")
         assert src._stream is None and src._pa is None  # stream closed, PortAudio released
         frames = rec.stats.frames
         runner.post(lambda r: r.unmute())
-        wait_until(lambda: rec.stats.frames >= frames + 5, "capture after unmute")
+        wait_for(lambda: rec.stats.frames >= frames + 5, what="capture after unmute")
         assert src.capturing and src.opens == 2
     finally:
         runner.stop()
@@ -382,7 +374,7 @@ def test_a_vanished_alsa_device_is_reopened_with_backoff(alsa: AlsaConfig, caplo
         if rec.stats.frames == 40:
             runner.stop()
 
-    runner = Runner(src, rec, on_frame=on_frame, sleep=sleep)
+    runner = Runner(src, rec, on_frame=[on_frame], sleep=sleep)
     runner.run()
     bus.close()
     assert rec.stats.frames == 40  # it kept going, no crash
@@ -411,7 +403,7 @@ def test_a_device_that_disappears_and_returns_keeps_the_runner_going():
         if rec.stats.frames == 60:
             runner.stop()
 
-    runner = Runner(src, rec, on_frame=on_frame, sleep=sleep, max_backoff_s=0.8)
+    runner = Runner(src, rec, on_frame=[on_frame], sleep=sleep, max_backoff_s=0.8)
     runner.run()
     bus.close()
     assert rec.stats.frames == 60
@@ -457,7 +449,7 @@ def test_a_stalled_device_is_reported_as_lost():
 
 
 def test_pyaudio_is_imported_only_when_capture_starts():
-    code = ("import sys; import edge.audio.capture, edge.commands.run, edge.daemon; "
+    code = ("import sys; import edge.audio.capture, edge.commands.run, edge.compose.daemon; "
             "print('pyaudio' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, env={**os.environ})

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge import synth
+from edge.audio import synth
 from tests.fixtures.audio import phrase
+from tests.waiting import wait_for
 
 EDGE = [sys.executable, "-m", "edge"]
 
@@ -115,10 +116,8 @@ def test_run_stops_cleanly_on_signal_and_keeps_finished_clips(placed, tmp_path, 
     proc = subprocess.Popen([*EDGE, "run", "--config", str(cfg), "--input", str(path),
                              "--realtime"], stderr=subprocess.PIPE, text=True)
     clips = tmp_path / "state" / "clips"
-    deadline = time.monotonic() + 60
-    while not list(clips.glob("*.json")) and time.monotonic() < deadline:
-        time.sleep(0.1)  # wait for the first clip: the daemon is mid-stream
-    assert list(clips.glob("*.json")), "no clip was written"
+    # wait for the first clip: the daemon is mid-stream
+    wait_for(lambda: list(clips.glob("*.json")), 60, "the first clip", poll_s=0.1)
     sent = time.monotonic()
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)

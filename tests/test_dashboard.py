@@ -26,6 +26,7 @@ from edge.mqtt.messages import activation_message, encode, state_message
 from edge.mqtt.topics import broker_from_url
 from tests.fixtures.mqtt import free_port
 from tests.mqtt_helpers import Commander
+from tests.waiting import wait_for
 
 DEV = "0123456789abcdef"
 
@@ -170,12 +171,14 @@ def test_live_updates_and_a_label_round_trip_over_mqtt(dashboard: Any, mqtt_brok
     try:
         sim.run(2.5)
         seen: set[str] = set()
-        deadline = time.monotonic() + 10
-        while len(seen) < 3 and time.monotonic() < deadline:
+
+        def three_devices() -> bool:
             line = resp.fp.readline()
             if line.startswith(b"data: "):
-                for d in json.loads(line[6:]).get("devices", []):
-                    seen.add(d["id"])
+                seen.update(d["id"] for d in json.loads(line[6:]).get("devices", []))
+            return len(seen) >= 3
+
+        wait_for(three_devices, 10, "updates of three devices on /events", poll_s=0)
         assert seen == {d.id for d in sim.devices}
         status, fleet = get(f"{dash.url}api/fleet")
         assert fleet["totals"]["online"] == 3 and fleet["totals"]["activations"] >= 1
@@ -186,10 +189,8 @@ def test_live_updates_and_a_label_round_trip_over_mqtt(dashboard: Any, mqtt_brok
                             {"x-edge-dashboard": "1"})
         assert status == 200 and body["status"] == "sent"
         sim.run(1.0)  # the simulated device answers
-        deadline = time.monotonic() + 10
-        while (dash.store.label_status(body["tx"]) or {}).get("status") != "ok":
-            assert time.monotonic() < deadline, "the label was not confirmed"
-            time.sleep(0.05)
+        wait_for(lambda: (dash.store.label_status(body["tx"]) or {}).get("status") == "ok", 10,
+                 "the label to be confirmed", poll_s=0.05)
         assert dash.store.activation(dev["id"], aid)["label"] == "false"
         assert next(iter(sim.devices[i].labels for i in range(3)
                          if sim.devices[i].id == dev["id"])) == {aid: "false"}

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.activation_plugin import ActivationLogPlugin
-from edge.activations import ActivationLog, db_path
+from edge.activations.store import ActivationLog, db_path
 from tests.fixtures.audio import phrase
 from tests.fixtures.mqtt import free_port
 from tests.mqtt_helpers import Commander, DeviceRig, LiveSource, device_config
@@ -83,7 +82,7 @@ def test_a_device_its_activation_and_a_false_label_in_the_browser(
     # 1. the device comes online and appears on the page
     cfg = device_config(tmp_path / "state", mqtt_broker)
     source = LiveSource(speed=2.0)
-    rig = DeviceRig(cfg, source, [ActivationLogPlugin(cfg)], device_id=DEVICE)
+    rig = DeviceRig(cfg, source, device_id=DEVICE)
     watcher = Commander(mqtt_broker)
     try:
         row = f"#device-{DEVICE}"

@@ -17,7 +17,7 @@ import pytest
 
 from edge.cli import main
 from edge.config import Config, load_config
-from edge.doctor import Doctor, Finding, Status, busy_audio
+from edge.service.doctor import Doctor, Finding, Status, busy_audio
 from tests.fixtures.hardware import states
 from tests.fixtures.https import make_tls_files
 from tests.fixtures.mqtt import TlsListener, free_port

@@ -5,17 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge import synth
-from edge.engine import (
-    FRAME_SAMPLES,
-    Classifier,
-    FeatureModels,
-    StreamingEngine,
-    UpstreamEngine,
-)
+from edge.audio import synth
+from edge.audio.frames import FRAME_SAMPLES
 from edge.errors import AudioFormatError, ModelError
-from edge.modelstore import ModelStore
-from edge.policy import ModelPolicy, detections_over
+from edge.wake.engine import Classifier, FeatureModels, StreamingEngine
+from edge.wake.models import ModelStore
+from edge.wake.policy import ModelPolicy, detections_over
+from edge.wake.upstream import UpstreamEngine
 from tests.fixtures.audio import phrase, prose
 
 WAKE = ["alexa", "hey_jarvis", "hey_mycroft", "hey_rhasspy"]

@@ -23,20 +23,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge import synth
-from edge.activation_plugin import ActivationLogPlugin
-from edge.activations import ActivationLog
-from edge.audio import ArraySource
-from edge.clockwatch import ClockWatch
+from edge.activations.store import ActivationLog
+from edge.audio import synth
+from edge.audio.frames import FRAME_SAMPLES
+from edge.audio.sources import ArraySource
 from edge.config import AudioConfig, Config, OutputConfig, replace
-from edge.daemon import Daemon
-from edge.engine import FRAME_SAMPLES
 from edge.errors import AudioDeviceError
-from edge.outbox import Outbox
-from edge.upload import UploadPlugin
+from edge.upload.queue import Outbox
+from tests.device import build
 from tests.fixtures.audio import phrase
-from tests.test_upload_daemon import wait_until
 from tests.upload_helpers import mqtt_opts, upload_cfg
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).parent.parent
 
@@ -117,6 +114,8 @@ def clip_ids(cfg: Config) -> list[str]:
     return sorted(p.stem for p in cfg.under_state("clips").glob("*.json"))
 
 
+
+
 # -- the audio device disappears and comes back ------------------------------------------
 
 def test_a_mic_that_falls_out_between_wakes_is_reopened_and_no_clip_is_lost(tmp_path, caplog,
@@ -125,7 +124,7 @@ def test_a_mic_that_falls_out_between_wakes_is_reopened_and_no_clip_is_lost(tmp_
     half = frames_in(wakes(1))
     cfg = replace(local_cfg(tmp_path), audio=AudioConfig(reopen_max_backoff_s=0.1))
     source = FaultySource(stream, lose_at=half, refusals=3)
-    daemon = Daemon(cfg, source, plugins=[ActivationLogPlugin(cfg)])
+    daemon = build(cfg, source).daemon
     with caplog.at_level(logging.WARNING):
         daemon.run(install_signals=False)
     assert daemon.recorder.stats.clips == 2  # one before the loss, one after the return
@@ -147,8 +146,8 @@ def test_wall_clock_jumps_back_and_forward_change_no_clip_and_no_listening_time(
     source = FaultySource(stream, hooks={third: clock.jump(-86400.0),
                                          2 * third: clock.jump(400 * 86400.0)})
     cfg = local_cfg(tmp_path)
-    watch = ClockWatch()
-    daemon = Daemon(cfg, source, clock=clock, plugins=[ActivationLogPlugin(cfg), watch])
+    device = build(cfg, source, clock=clock)
+    daemon, watch = device.daemon, device.clockwatch
     with caplog.at_level(logging.WARNING):
         daemon.run(install_signals=False)
     assert daemon.recorder.stats.clips == 3 and len(clip_ids(cfg)) == 3
@@ -174,13 +173,13 @@ def test_the_uploader_is_not_stalled_by_the_clock_jumping_back(mosquitto_broker,
     broker.stop()
     clock = SkewClock()
     cfg = upload_cfg(tmp_path, "mqtt", mqtt=mqtt_opts(broker))
-    plugin = UploadPlugin(cfg, clock=clock, drain_s=20)
     source = FaultySource(wakes(1), endless=True)
-    daemon = Daemon(cfg, source, clock=clock, plugins=[plugin])
+    device = build(cfg, source, clock=clock, upload_drain_s=20)
+    plugin, daemon = device.upload, device.daemon
     t = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
     t.start()
     try:
-        assert wait_until(lambda: plugin.uploader is not None and plugin.uploader.failures >= 2)
+        assert wait_for(lambda: plugin.uploader is not None and plugin.uploader.failures >= 2)
         clock.jump(-86400.0)()  # NTP, or a person, sets the clock back a day
         broker.start()
         msgs = col.wait_for(1, timeout=20)
@@ -219,17 +218,17 @@ def test_broker_restarting_again_and_again_loses_no_clip(mosquitto_broker, mqtt_
     # the broker restarts in every wake's request, i.e. while a clip is being made or sent
     hooks = {i * one + 40: restart for i in range(n)}
     source = FaultySource(wakes(n), hooks=hooks, endless=True)
-    plugin = UploadPlugin(cfg, drain_s=20)
-    daemon = Daemon(cfg, source, plugins=[plugin])
+    device = build(cfg, source, upload_drain_s=20)
+    plugin, daemon = device.upload, device.daemon
     t = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
     with caplog.at_level(logging.INFO):
         t.start()
         try:
-            assert wait_until(lambda: daemon.recorder.stats.clips == n, 60)
+            assert wait_for(lambda: daemon.recorder.stats.clips == n, 60)
             for th in restarts:
                 th.join(30)
             msgs = col.wait_for(n, timeout=60)
-            assert wait_until(lambda: plugin.outbox is not None and plugin.outbox.count() == 0)
+            assert wait_for(lambda: plugin.outbox is not None and plugin.outbox.count() == 0)
         finally:
             daemon.stop()
             t.join(60)
@@ -278,7 +277,7 @@ def test_a_receiver_that_stops_answering_times_out_and_the_clip_waits(https_rece
     time: the attempt fails after ``timeout_s``, says so, and the clip stays queued until
     the receiver is well again."""
     from edge.config import HttpsUploadConfig
-    from edge.sinks.https import HttpsSender
+    from edge.upload.senders.https import HttpsSender
     from tests.upload_helpers import DEVICE, errors, rigs
 
     rx = https_receiver(rate=100.0)
@@ -289,7 +288,7 @@ def test_a_receiver_that_stops_answering_times_out_and_the_clip_waits(https_rece
         r.wait_failures(1)
         assert time.monotonic() - started < 30  # bounded by timeout_s, not by the receiver
         assert r.outbox.count() == 1
-        assert wait_until(lambda: errors(caplog, "upload to"), 10)  # logged after counting
+        assert wait_for(lambda: errors(caplog, "upload to"), 10)  # logged after counting
         [msg] = errors(caplog, "upload to")
         assert "timed out" in msg and "queued clips are kept" in msg
         rx.rate = 0.0  # the receiver recovers
@@ -373,9 +372,8 @@ def test_a_recording_light_that_fails_mid_run_mutes_the_device_and_says_why(tmp_
     listens again."""
     from gpiozero.pins.mock import MockPin
 
-    from edge.events import State
-    from edge.hardware.events import HardwareFault
-    from tests.fixtures.hardware import make_rig, wait_for
+    from edge.pipeline.events import HardwareFault, State
+    from tests.fixtures.hardware import make_rig
 
     class FlakyLed(MockPin):
         broken = False

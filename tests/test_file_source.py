@@ -10,9 +10,9 @@ import soundfile as sf
 import soxr
 
 from edge.audio.file import FileSource
-from edge.engine import FRAME_SAMPLES, SAMPLE_RATE
+from edge.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
+from edge.audio.ringbuffer import RingBuffer
 from edge.errors import AudioFormatError
-from edge.ringbuffer import RingBuffer
 from tests.fixtures.audio import phrase
 
 

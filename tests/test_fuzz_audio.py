@@ -21,8 +21,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from edge.audio.file import FileSource
+from edge.audio.frames import FRAME_SAMPLES
 from edge.config import Config
-from edge.engine import FRAME_SAMPLES
 from edge.errors import AudioFormatError
 from tests.fixtures.fuzz import no_hang
 from tests.fuzz_strategies import extreme_wavs, wav_bytes
@@ -125,7 +125,7 @@ def test_any_file_gives_frames_or_a_clear_error(tmp_path_factory, file):
 
 @functools.cache
 def _replay_parts() -> tuple[Config, Any, Any]:
-    from edge.app import build_detector, model_store
+    from edge.wake.detector import build_detector, model_store
 
     cfg = Config()
     store = model_store(cfg.wake)

@@ -33,7 +33,7 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from edge import cli
-from edge.identity import device_id
+from edge.privacy.identity import device_id
 from tests.fixtures.audio import write_wav
 from tests.fixtures.fuzz import no_hang
 from tests.fuzz_strategies import NASTY, TEXT

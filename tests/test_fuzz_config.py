@@ -1,4 +1,5 @@
-"""Fuzzing the config loader: any file ends in a valid Config or one clear ConfigError.
+"""Fuzzing the config loader (and the subsystems' checks of a config): any file ends in a
+valid Config or one clear ConfigError.
 
 ``make fuzz`` runs 10,000 cases per target (HYPOTHESIS_PROFILE=deep); ``make test`` a subset.
 """
@@ -12,7 +13,8 @@ from pathlib import Path
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from edge.config import Config, build, load_config
+from edge.compose.config import check_config, load_checked_config
+from edge.config import Config, build, load_config, validate
 from edge.errors import ConfigError
 from tests.fixtures.fuzz import no_hang
 from tests.fuzz_strategies import TEXT, config_documents, to_toml
@@ -28,7 +30,7 @@ def load_text(tmp: Path, text: str | bytes) -> Config | ConfigError:
         path.write_bytes(text)
     with no_hang(5.0, "load_config"):
         try:
-            return load_config(path)
+            return load_checked_config(path)
         except ConfigError as exc:
             return exc
 
@@ -42,6 +44,8 @@ def check_outcome(result: Config | ConfigError) -> None:
     assert isinstance(result, Config)
     # What was accepted passes validation again, unchanged: nothing out of range slipped in.
     again = build(Config, dataclasses.asdict(result), "")
+    validate(again)
+    check_config(again)
     assert again == result
 
 
@@ -51,6 +55,8 @@ def check_outcome(result: Config | ConfigError) -> None:
 @example(doc={"upload": {"mode": "mqtt"}})
 @example(doc={"upload": {"retry_min_s": 10.0, "retry_max_s": 1.0}})
 @example(doc={"a\nb": 1})
+@example(doc={"upload": {"mqtt": {"topic_prefix": "a\0b"}}})
+@example(doc={"mqtt": {"base_topic": "a\0b"}})
 def test_generated_config_documents_load_or_fail_clearly(tmp_path_factory, doc):
     tmp = tmp_path_factory.mktemp("cfg")
     text = to_toml(doc)

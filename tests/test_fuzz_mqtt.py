@@ -1,4 +1,4 @@
-"""Fuzzing MQTT command payloads at the device's gate (``edge.mqtt.commands.parse``).
+"""Fuzzing MQTT command payloads at the device's gate (``edge.mqtt.command_payloads.parse``).
 
 Every command the device acts on passes this gate first, so fuzzing it with the
 profile's count (10,000 per target under ``make fuzz``) covers every payload a
@@ -16,7 +16,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.mqtt.commands import MAX_PAYLOAD, NAMES, SCHEMAS, Command, CommandError, parse
+from edge.mqtt.command_payloads import MAX_PAYLOAD, NAMES, SCHEMAS, Command, CommandError, parse
 from tests.fixtures.fuzz import no_hang
 from tests.fuzz_strategies import NASTY, TEXT
 

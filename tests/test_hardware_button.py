@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge import synth
-from edge.events import ActivationEnded, ClipReady, State
-from edge.hardware.events import CancelPressed, MuteChanged
-from edge.policy import FRAME_S
+from edge.audio import synth
+from edge.audio.frames import FRAME_S
+from edge.pipeline.events import ActivationEnded, CancelPressed, ClipReady, MuteChanged, State
 from tests.fixtures.audio import phrase
-from tests.fixtures.hardware import make_rig, wait_for
+from tests.fixtures.hardware import make_rig
+from tests.waiting import wait_for
 
 MUTE, BUTTON = 22, 17
 

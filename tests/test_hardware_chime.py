@@ -11,9 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from edge import synth
-from edge.events import ActivationEnded, DetectionEvent, State
+from edge.audio import synth
 from edge.hardware.chime import NOTES, BuzzerOutput, ChimePlayer, chime_seconds, tone
+from edge.pipeline.events import ActivationEnded, DetectionEvent, State
 from tests.fixtures.audio import phrase
 from tests.fixtures.hardware import make_rig
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import Config, HardwareConfig, load_config, replace
+from edge.compose.config import load_checked_config
+from edge.config import Config, HardwareConfig, replace
 from edge.errors import ConfigError
 from edge.hardware.pins import gpio_number
 from edge.hardware.profiles import PROFILES, apply_audio, resolve
@@ -40,7 +41,7 @@ def test_the_default_says_there_is_no_switch():
 def test_a_hat_needs_its_added_switch_or_an_explicit_none(name):
     with pytest.raises(ConfigError, match=rf"hardware.mute_pin is not set, and the {name} has "
                                           r"no mute switch of its own.*'none'"):
-        HardwareConfig(profile=name)
+        resolve(HardwareConfig(profile=name))
     assert resolve(HardwareConfig(profile=name, mute_pin="none")).mute is None
     assert resolve(HardwareConfig(profile=name, mute_pin="GPIO22")).mute.gpio == 22
 
@@ -88,7 +89,7 @@ def test_pin_names():
 ])
 def test_bad_hardware_config_names_the_key(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):
-        load_config(write(tmp_path, f'[hardware]\nprofile = "generic-usb"\n{text}\n'
+        load_checked_config(write(tmp_path, f'[hardware]\nprofile = "generic-usb"\n{text}\n'
                           if "profile" not in text else f"[hardware]\n{text}\n"))
 
 
@@ -102,7 +103,7 @@ def test_bad_hardware_config_names_the_key(tmp_path, text, match):
 ])
 def test_a_pin_the_board_uses_is_refused(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):
-        load_config(write(tmp_path, f'[hardware]\nprofile = "respeaker-2mic-v2"\n{text}\n'))
+        load_checked_config(write(tmp_path, f'[hardware]\nprofile = "respeaker-2mic-v2"\n{text}\n'))
 
 
 def test_every_hardware_key_is_documented():
@@ -155,7 +156,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_each_profile_has_its_documented_config(name):
     folder = REPO / "hardware" / name
     assert (folder / "README.md").is_file()
-    cfg = load_config(folder / "edge.toml")
+    cfg = load_checked_config(folder / "edge.toml")
     assert cfg.hardware.profile == name
     spec = resolve(cfg.hardware)
     readme = (folder / "README.md").read_text()

@@ -5,17 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge import synth
+from edge.audio import synth
+from edge.audio.frames import FRAME_S
 from edge.config import Config, HardwareConfig, UploadConfig, replace
 from edge.errors import ConfigError, HardwareError
-from edge.events import RecordingStarted, RecordingStopped, State
-from edge.hardware.events import HardwareFault
 from edge.hardware.indicators import Apa102, Look, MonoLed, PwmLed, RgbLed, apa102_frame
-from edge.hardware.plugin import HardwarePlugin
 from edge.hardware.profiles import Pin, resolve
-from edge.policy import FRAME_S
+from edge.pipeline.events import HardwareFault, RecordingStarted, RecordingStopped, State
 from tests.fixtures.audio import phrase
-from tests.fixtures.hardware import make_rig, states, wait_for
+from tests.fixtures.hardware import make_rig, states
+from tests.waiting import wait_for
 
 MUTE = 22
 RGB_PINS = ["GPIO5", "GPIO6", "GPIO13"]
@@ -182,16 +181,18 @@ def test_spi_unavailable_leaves_the_device_muted(tmp_path, factory, spi_disabled
 
 
 def test_the_indicator_cannot_be_off_while_uploading():
+    from edge.compose.config import check_config
+
     upload = UploadConfig(mode="https", https=replace(UploadConfig().https,
                                                       url="https://example.org/clips"))
     cfg = replace(Config(), upload=upload, hardware=HardwareConfig(profile="no-gpio"))
     with pytest.raises(ConfigError, match=r"hardware.leds = 'none' is not allowed while "
                                           r"upload.mode = 'https'"):
-        HardwarePlugin.from_config(cfg)
+        check_config(cfg)
     cfg = replace(cfg, hardware=HardwareConfig(profile="generic-usb", leds="none"))
     with pytest.raises(ConfigError, match=r"hardware.leds = 'none'"):
-        HardwarePlugin.from_config(cfg)
-    HardwarePlugin.from_config(replace(cfg, hardware=HardwareConfig(profile="generic-usb")))
+        check_config(cfg)
+    check_config(replace(cfg, hardware=HardwareConfig(profile="generic-usb")))  # accepted
 
 
 def test_rgb_error_look_blinks_amber(pwm_factory):

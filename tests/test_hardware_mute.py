@@ -13,15 +13,21 @@ import signal
 import numpy as np
 import pytest
 
-from edge import synth
-from edge.events import ActivationEnded, ClipReady, RecordingStopped, State
-from edge.hardware.events import HardwareFault, MuteChanged, UnmuteRefused
+from edge.audio import synth
+from edge.audio.frames import FRAME_S
 from edge.hardware.indicators import Look
-from edge.hardware.plugin import HardwarePlugin
-from edge.hardware.profiles import resolve
-from edge.policy import FRAME_S
+from edge.pipeline.events import (
+    ActivationEnded,
+    ClipReady,
+    HardwareFault,
+    MuteChanged,
+    RecordingStopped,
+    State,
+    UnmuteRefused,
+)
 from tests.fixtures.audio import phrase
-from tests.fixtures.hardware import make_rig, states, wait_for
+from tests.fixtures.hardware import make_rig, states
+from tests.waiting import wait_for
 
 MUTE, LED = 22, 27
 
@@ -72,7 +78,7 @@ def test_mute_during_a_read_silences_that_frame_and_holds_within_one_frame(tmp_p
     rig.run_until(lambda: muted(rig))
     # The frame being captured when the switch moved reaches the engine as silence only.
     assert rig.engine.frames == [True] * k + [False]
-    assert rig.daemon.source.silenced == 1
+    assert rig.daemon.runner.source.silenced == 1
     assert rig.source.reads == k + 1 and rig.source.reads_while_stopped == 0
     [change] = [e for e in rig.of(MuteChanged) if e.muted]
     edge_at_latest = k * FRAME_S  # the edge came somewhere in frame k: [k, k + 1) * 80 ms
@@ -216,14 +222,13 @@ def test_mute_pin_already_in_use_fails_closed_naming_the_key(tmp_path, factory, 
 
 def test_no_gpio_library_fails_closed(tmp_path, store):
     from edge.config import Config, HardwareConfig, replace
-    from edge.daemon import Daemon
-    from tests.fixtures.hardware import FakeChime, ScriptedSource
+    from tests.device import build
+    from tests.fixtures.hardware import ScriptedSource
 
     cfg = replace(Config(), state_dir=str(tmp_path),
                   hardware=HardwareConfig(profile="generic-usb", pin_factory="lgpio"))
     source = ScriptedSource(synth.silence(2.0))
-    plugin = HardwarePlugin(resolve(cfg.hardware), chime_output=FakeChime())
-    daemon = Daemon(cfg, source, plugins=[plugin])
+    daemon = build(cfg, source).daemon
     faults: list[HardwareFault] = []
     daemon.bus.subscribe("t", lambda e: isinstance(e, HardwareFault) and faults.append(e))
     daemon.post(lambda rec: daemon.stop())

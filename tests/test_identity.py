@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from edge import identity
 from edge.cli import main as edge
+from edge.privacy import identity
 
 
 def test_made_once_private_and_stable(tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.modelstore import Manifest, ModelStore
+from edge.wake.models import Manifest, ModelStore
 from tests.fixtures.wake import write_wake_wav
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge.logsetup import JournalHandler, configure, decode, encode, fields, journal_wanted
+from edge.service.logs import JournalHandler, configure, decode, encode, fields, journal_wanted
 from tests.fixtures.audio import phrase
 from tests.fixtures.wake import write_wake_wav
+from tests.waiting import wait_for
 
 
 class Journal:
@@ -55,10 +56,7 @@ class Journal:
         self.sock.close()
 
     def wait(self, n: int) -> list[dict[str, str]]:
-        for _ in range(400):
-            if len(self.entries) >= n:
-                break
-            self._stop.wait(0.01)
+        wait_for(lambda: len(self.entries) >= n, 10.0, f"{n} journal entries")
         return self.entries
 
 
@@ -162,8 +160,8 @@ def test_journal_is_used_only_when_stderr_is_the_journal_stream(tmp_path):
 
 RUN_WITH_TEST_JOURNAL = """
 import sys
-import edge.logsetup
-edge.logsetup.JOURNAL_SOCKET = sys.argv[1]
+import edge.service.logs
+edge.service.logs.JOURNAL_SOCKET = sys.argv[1]
 from edge.cli import main
 raise SystemExit(main(sys.argv[2:]))
 """

@@ -13,15 +13,15 @@ import pytest
 import soundfile as sf
 import soxr
 
-from edge import synth
-from edge.app import build_engine, build_policy
-from edge.audio import ArraySource
+from edge.audio import synth
+from edge.audio.frames import FRAME_S, FRAME_SAMPLES, SAMPLE_RATE
+from edge.audio.sources import ArraySource
 from edge.cli import main as edge_main
 from edge.config import WakeConfig
-from edge.engine import FRAME_SAMPLES, SAMPLE_RATE
 from edge.measure.batch import StreamScorer, frame_chunks
 from edge.measure.sweep import activations
-from edge.policy import FRAME_S, ModelPolicy, detections_over
+from edge.wake.detector import build_engine, build_policy
+from edge.wake.policy import ModelPolicy, detections_over
 from tests.fixtures.audio import phrase, prose, write_wav
 
 MODELS = ["hey_jarvis", "alexa"]
@@ -92,8 +92,7 @@ def test_batched_scores_equal_the_streaming_engine_on_every_frame():
                           synth.silence(0.5)])
     for gate in (True, False):
         ref = engine_scores(audio, gate)
-        scorer = StreamScorer(build_engine(WakeConfig(models=MODELS, idle_gate=gate)),
-                              chunk_frames=37)
+        scorer = StreamScorer.build(WakeConfig(models=MODELS, idle_gate=gate), chunk_frames=37)
         for _ in range(2):  # a second stream through the same scorer starts afresh
             got = np.vstack([s for _, s in scorer.run(frame_chunks(ArraySource(audio), 37))])
             assert got.shape == ref.shape

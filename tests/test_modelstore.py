@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge.errors import ModelError
-from edge.modelstore import ModelStore
+from edge.wake.models import ModelStore
 
 
 def copy_models(store: ModelStore, dest: Path) -> Path:

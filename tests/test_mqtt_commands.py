@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.mqtt import commands
-from edge.mqtt.commands import CommandError, parse
+from edge.mqtt import command_payloads as commands
+from edge.mqtt.command_payloads import CommandError, parse
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
                     lambda kids: st.lists(kids) | st.dictionaries(st.text(), kids),

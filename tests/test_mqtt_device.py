@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.activation_plugin import ActivationLogPlugin
-from edge.activations import ActivationLog, db_path
-from edge.events import State
+from edge.activations.store import ActivationLog, db_path
+from edge.config import replace
 from edge.mqtt.messages import check_activation, check_state
+from edge.pipeline.events import State
 from tests.fixtures.audio import phrase
 from tests.fixtures.mqtt import MqttCollector
 from tests.mqtt_helpers import Commander, DeviceRig, LiveSource, device_config
+from tests.waiting import wait_for
 
 DEVICE = "0123456789abcdef"
 ROOT = f"edge/{DEVICE}"
@@ -38,11 +39,12 @@ def commander(mqtt_broker: Any) -> Any:
 def device(tmp_path: Any, mqtt_broker: Any) -> Any:
     rigs: list[DeviceRig] = []
 
-    def start(samples: np.ndarray | None = None, plugins: Any = None,
+    def start(samples: np.ndarray | None = None, hardware: Any = None, pin_factory: Any = None,
               **mqtt: Any) -> DeviceRig:
         cfg = device_config(tmp_path / "state", mqtt_broker, **mqtt)
-        extra = [ActivationLogPlugin(cfg)] if plugins is None else plugins(cfg)
-        rig = DeviceRig(cfg, LiveSource(samples), extra, device_id=DEVICE)
+        if hardware is not None:
+            cfg = replace(cfg, hardware=hardware)
+        rig = DeviceRig(cfg, LiveSource(samples), device_id=DEVICE, pin_factory=pin_factory)
         rigs.append(rig)
         return rig
 
@@ -61,10 +63,11 @@ def test_device_announces_itself_with_retained_status_state_and_discovery(
     commander.wait_for(lambda: commander.latest(f"{ROOT}/state"))
     late = MqttCollector(mqtt_broker, "#")  # a newcomer gets the retained messages
     try:
-        msgs = {m.topic: m for m in late.wait_for(3)}
-        deadline = time.monotonic() + 5
-        while len(msgs) < 3 and time.monotonic() < deadline:
+        def by_topic() -> dict[str, Any]:
             msgs = {m.topic: m for m in late.wait_for(3)}
+            return msgs if len(msgs) >= 3 else {}
+
+        msgs = wait_for(by_topic, 25, "three retained topics")
         assert msgs[f"{ROOT}/status"].payload == b"online" and msgs[f"{ROOT}/status"].retain
         state = json.loads(msgs[f"{ROOT}/state"].payload)
         assert msgs[f"{ROOT}/state"].retain
@@ -170,19 +173,11 @@ def test_soft_unmute_never_overrides_the_hardware_switch(
         device: Any, commander: Commander) -> None:
     from gpiozero.pins.mock import MockFactory
 
-    from edge.config import HardwareConfig, replace
-    from edge.hardware.plugin import HardwarePlugin
+    from edge.config import HardwareConfig
 
     factory = MockFactory()
-    hw: list[Any] = []
-
-    def plugins(cfg: Any) -> list[Any]:
-        cfg2 = replace(cfg, hardware=HardwareConfig(profile="generic-usb", pin_factory="mock",
-                                                    chime=False))
-        hw.append(HardwarePlugin.from_config(cfg2, factory=factory))
-        return [hw[0], ActivationLogPlugin(cfg)]
-
-    rig = device(plugins=plugins, allow_remote_unmute=True)
+    rig = device(hardware=HardwareConfig(profile="generic-usb", pin_factory="mock", chime=False),
+                 pin_factory=factory, allow_remote_unmute=True)
     switch = factory.pin(22)
     switch.drive_high()  # pull-up, active high: the switch in the mute position
     commander.wait_for(lambda: rig.daemon.recorder.state is State.MUTED)
@@ -297,9 +292,7 @@ def test_fuzzed_command_payloads_get_an_error_result_and_change_nothing(
         for payload in nasty_payloads():
             commander.send(DEVICE, name, payload)
             sent += 1
-    deadline = time.monotonic() + 30
-    while rig.mqtt.refused < sent and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: rig.mqtt.refused >= sent, 30, "every command to be refused", poll_s=0.05)
     assert rig.mqtt.refused == sent and rig.mqtt.handled == 0
     commander.wait_for(lambda: len(commander.results) >= sent)
     assert all(not r["ok"] and r["error"] for _t, r in commander.results)

@@ -221,12 +221,11 @@ def test_entities_read_fields_the_device_publishes() -> None:
 
 def test_discovery_is_sent_again_when_home_assistant_comes_online(
         tmp_path: Any, mqtt_broker: Any) -> None:
-    from edge.activation_plugin import ActivationLogPlugin
     from tests.mqtt_helpers import DeviceRig, LiveSource, device_config
 
     cfg = device_config(tmp_path / "state", mqtt_broker)
     seen = MqttCollector(mqtt_broker, "homeassistant/device/#")
-    rig = DeviceRig(cfg, LiveSource(), [ActivationLogPlugin(cfg)], device_id="0123456789abcdef")
+    rig = DeviceRig(cfg, LiveSource(), device_id="0123456789abcdef")
     ha = Commander(mqtt_broker)
     try:
         first = seen.wait_for(1)

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.audio import ArraySource
+from edge.audio.frames import FRAME_SAMPLES
+from edge.audio.sources import ArraySource
 from edge.config import Config, OutputConfig
-from edge.daemon import Daemon
-from edge.engine import FRAME_SAMPLES
 from edge.errors import AudioDeviceError
-from edge.notify import Notifier, SystemdPlugin, Watchdog, watchdog_timeout
+from edge.pipeline.daemon import Daemon
+from edge.service.systemd import Notifier, SystemdPlugin, Watchdog, watchdog_timeout
+from tests.device import build
 from tests.fixtures.wake import wake_stream
 
 
@@ -92,7 +93,7 @@ def test_notifier_reaches_an_abstract_namespace_socket():
 def test_no_notify_socket_means_no_notifier():
     assert Notifier.from_env({}) is None
     assert Notifier.from_env({"NOTIFY_SOCKET": "vsock:2:1234"}) is None
-    assert SystemdPlugin.from_env({}) is None
+    assert SystemdPlugin.from_env(("hey_jarvis",), {}) is None
 
 
 def test_a_vanished_socket_is_counted_not_raised(tmp_path):
@@ -163,9 +164,13 @@ def test_watchdog_pings_from_the_idle_loop_while_muted():
 # ---- in the daemon ----------------------------------------------------------------------
 
 
-def daemon_with(source, tmp_path: Path, plugin: SystemdPlugin) -> Daemon:
+def daemon_with(source, tmp_path: Path, notifier: Notifier,  # type: ignore[no-untyped-def]
+                **kw) -> tuple[Daemon, SystemdPlugin]:
+    """The daemon as ``edge run`` builds it, with its systemd notifier on ``notifier``."""
     cfg = Config(state_dir=str(tmp_path / "state"), output=OutputConfig(keep_local=False))
-    return Daemon(cfg, source, plugins=[plugin])
+    device = build(cfg, source, systemd=lambda models: SystemdPlugin(notifier, models, **kw))
+    assert device.systemd is not None
+    return device.daemon, device.systemd
 
 
 def test_daemon_says_ready_after_the_microphone_opens_then_pings_then_stops(
@@ -177,9 +182,9 @@ def test_daemon_says_ready_after_the_microphone_opens_then_pings_then_stops(
             super().start()
             opened.append("start")
 
-    notifier = Notifier(notify_socket.address)
-    plugin = SystemdPlugin(notifier, watchdog_s=2.0, monotonic=TickClock(0.08))
-    daemon = daemon_with(Mic(wake_stream(6.0), name="test mic"), tmp_path, plugin)
+    daemon, _ = daemon_with(Mic(wake_stream(6.0), name="test mic"), tmp_path,
+                            Notifier(notify_socket.address), watchdog_s=2.0,
+                            monotonic=TickClock(0.08))
     assert notify_socket.messages() == []  # models loaded, microphone not yet open: not ready
     daemon.run(install_signals=False)
     msgs = notify_socket.messages()
@@ -201,8 +206,8 @@ def test_daemon_never_says_ready_while_the_microphone_cannot_be_opened(
             attempts.append(1)
             raise AudioDeviceError("capture device 'usb' is busy")
 
-    plugin = SystemdPlugin(Notifier(notify_socket.address), watchdog_s=2.0)
-    daemon = daemon_with(DeadMic(np.zeros(FRAME_SAMPLES, np.int16)), tmp_path, plugin)
+    daemon, _ = daemon_with(DeadMic(np.zeros(FRAME_SAMPLES, np.int16)), tmp_path,
+                            Notifier(notify_socket.address), watchdog_s=2.0)
     daemon.runner._sleep = lambda s: daemon.runner._stop.wait(0.01)
     t = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
     t.start()
@@ -218,9 +223,8 @@ def test_daemon_never_says_ready_while_the_microphone_cannot_be_opened(
 def test_daemon_started_muted_is_ready_with_the_microphone_closed_and_keeps_pinging(
         store, tmp_path, notify_socket):
     src = ArraySource(wake_stream(6.0), name="test mic")
-    plugin = SystemdPlugin(Notifier(notify_socket.address), watchdog_s=0.2,
-                           monotonic=TickClock(0.05))
-    daemon = daemon_with(src, tmp_path, plugin)
+    daemon, plugin = daemon_with(src, tmp_path, Notifier(notify_socket.address),
+                                 watchdog_s=0.2, monotonic=TickClock(0.05))
     daemon.post(lambda rec: rec.mute("switch"))
     t = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
     t.start()

@@ -11,9 +11,9 @@ import pytest
 
 from edge.clock import FakeClock
 from edge.errors import UploadError
-from edge.ledger import Ledger, read_ledger
-from edge.outbox import CorruptEntry, Entry, Outbox
-from edge.uploader import Uploader
+from edge.privacy.ledger import Ledger, read_ledger
+from edge.upload.queue import CorruptEntry, Entry, Outbox
+from edge.upload.uploader import Uploader
 
 
 class RecordingSender:

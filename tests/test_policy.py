@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.policy import DetectionPolicy, ModelPolicy, detections_over
+from edge.wake.policy import DetectionPolicy, ModelPolicy, detections_over
 
 
 def scores(*values: float) -> np.ndarray:

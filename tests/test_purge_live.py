@@ -17,21 +17,22 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge import synth
-from edge.activation_plugin import ActivationLogPlugin
+from edge.audio import synth
 from edge.clock import SystemClock
+from edge.compose.daemon import Seams, build_device
 from edge.config import ActivationsConfig, Config, MqttUploadConfig, UploadConfig, replace
-from edge.daemon import Daemon
 from edge.errors import PurgeError, UploadError
-from edge.ledger import read_ledger
-from edge.outbox import Entry, queued_count
-from edge.places import audio_places, ledger_path, outbox_dir
-from edge.retention import files_in
+from edge.privacy.ledger import read_ledger
+from edge.privacy.places import audio_places, ledger_path, outbox_dir
+from edge.privacy.retention import files_in
 from edge.sinks.dispatch import ClipDispatcher
-from edge.upload import UploadPlugin
+from edge.upload.plugin import UploadPlugin
+from edge.upload.queue import Entry, queued_count
+from tests.device import device_seams
 from tests.fixtures.audio import phrase
 from tests.mqtt_helpers import Commander, DeviceRig, LiveSource, device_config
-from tests.upload_helpers import make_clip, mqtt_opts, upload_cfg
+from tests.upload_helpers import RECORDING_LIGHT, make_clip, mqtt_opts, upload_cfg
+from tests.waiting import wait_for
 
 DEVICE = "0123456789abcdef"
 
@@ -47,14 +48,8 @@ def false_wake() -> np.ndarray:
     return synth.concat([synth.silence(1.0), phrase("hey jarvis"), synth.silence(4.0)])
 
 
-def wait_until(cond: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+LIVE_S = 60.0
+"""How long to wait for the live daemon (real-time audio, on a busy machine)."""
 
 
 def audio_left(cfg: Config) -> dict[str, list[str]]:
@@ -73,16 +68,17 @@ def purged_entries(cfg: Config) -> list[dict[str, Any]]:
 class Running:
     """A daemon on its own thread, fed by a LiveSource that never ends by itself."""
 
-    def __init__(self, cfg: Config, plugins: list[Any], cancel_window_s: float = 0.0) -> None:
+    def __init__(self, cfg: Config, seams: Seams) -> None:
         self.source = LiveSource()
-        self.daemon = Daemon(cfg, self.source, plugins=plugins, cancel_window_s=cancel_window_s)
+        self.device = build_device(cfg, self.source, seams)
+        self.daemon = self.device.daemon
         self.thread = threading.Thread(target=self.daemon.run,
                                        kwargs={"install_signals": False}, daemon=True)
         self.thread.start()
 
     def alive_and_listening(self) -> bool:
         frames = self.source.frames
-        wait_until(lambda: self.source.frames > frames + 5, 10.0)
+        wait_for(lambda: self.source.frames > frames + 5, 10.0)
         return self.thread.is_alive()
 
     def stop(self) -> None:
@@ -95,8 +91,8 @@ class Running:
 def running() -> Iterator[Callable[..., Running]]:
     made: list[Running] = []
 
-    def start(cfg: Config, plugins: list[Any], cancel_window_s: float = 0.0) -> Running:
-        r = Running(cfg, plugins, cancel_window_s)
+    def start(cfg: Config, **seams: Any) -> Running:
+        r = Running(cfg, device_seams(**seams))
         made.append(r)
         return r
 
@@ -110,12 +106,12 @@ def populate(r: Any, plugin: UploadPlugin, cfg: Config, clips: int) -> None:
     for _ in range(clips):
         r.source.play(detection())
     r.source.play(false_wake())
-    wait_until(lambda: r.daemon.recorder.stats.clips == clips
-               and r.daemon.recorder.stats.by_reason.get("no_speech") == 1)
+    wait_for(lambda: r.daemon.recorder.stats.clips == clips
+             and r.daemon.recorder.stats.by_reason.get("no_speech") == 1, LIVE_S)
     r.daemon.dispatcher.flush()
     assert plugin.outbox is not None
-    wait_until(lambda: plugin.outbox is not None and plugin.outbox.count() == clips)
-    wait_until(lambda: list((cfg.state_path / "false_audio").glob("*.wav")))
+    wait_for(lambda: plugin.outbox is not None and plugin.outbox.count() == clips, LIVE_S)
+    wait_for(lambda: list((cfg.state_path / "false_audio").glob("*.wav")), LIVE_S)
     (outbox_dir(cfg) / "quarantine" / "bad.clip").write_bytes(b"garbled")
 
 
@@ -127,13 +123,13 @@ def test_live_purge_empties_every_place_and_the_daemon_goes_on(
     cfg = replace(upload_cfg(tmp_path, "mqtt", keep_local=True, mqtt=mqtt_opts(broker)),
                   activations=ActivationsConfig(keep_false_activation_audio=True,
                                                 checkpoint_s=0.0))
-    plugin = UploadPlugin(cfg, drain_s=0)
-    r = running(cfg, [ActivationLogPlugin(cfg), plugin])
+    r = running(cfg, upload_drain_s=0)
+    plugin = r.device.upload
     populate(r, plugin, cfg, clips=2)
     before = [e.id for e in plugin.outbox.pending()]
-    wait_until(lambda: plugin.uploader is not None and plugin.uploader.failures >= 1)
+    wait_for(lambda: plugin.uploader is not None and plugin.uploader.failures >= 1, LIVE_S)
 
-    removed = {x.label: x.files for x in plugin.purge()}
+    removed = {x.label: x.files for x in r.device.purge.purge()}
 
     assert removed["local clips"] == 4 and removed["outbox queue"] == 2
     assert removed["outbox quarantine"] == 1 and removed["false-activation audio"] == 1
@@ -146,13 +142,13 @@ def test_live_purge_empties_every_place_and_the_daemon_goes_on(
 
     # a later detection is queued on the fresh outbox and leaves once the broker is back
     r.source.play(detection())
-    wait_until(lambda: r.daemon.recorder.stats.clips == 3)
-    wait_until(lambda: plugin.outbox is not None and plugin.outbox.count() == 1)
+    wait_for(lambda: r.daemon.recorder.stats.clips == 3, LIVE_S)
+    wait_for(lambda: plugin.outbox is not None and plugin.outbox.count() == 1, LIVE_S)
     [later] = [e.id for e in plugin.outbox.pending()]
     broker.start()
     [msg] = col.wait_for(1, timeout=30)
     assert msg.user_properties["id"] == later and later not in before
-    wait_until(lambda: plugin.outbox is not None and plugin.outbox.count() == 0)
+    wait_for(lambda: plugin.outbox is not None and plugin.outbox.count() == 0, LIVE_S)
     delivered = [e["clip"] for e in read_ledger(ledger_path(cfg)).entries
                  if e["result"] == "delivered"]
     assert delivered == [later]
@@ -160,15 +156,14 @@ def test_live_purge_empties_every_place_and_the_daemon_goes_on(
 
 def test_live_purge_with_upload_off_takes_the_clip_in_its_cancel_window(running, tmp_path):
     cfg = upload_cfg(tmp_path, "off", keep_local=True)
-    plugin = UploadPlugin(cfg)
-    r = running(cfg, [plugin], cancel_window_s=60.0)
+    r = running(cfg, cancel_window_s=60.0)
     clips = cfg.under_state(cfg.output.clips_dir)
     r.source.play(detection())
     # finished, but held in memory for its cancel window: nothing on disk yet
-    wait_until(lambda: r.daemon.recorder.stats.by_reason.get("silence") == 1)
+    wait_for(lambda: r.daemon.recorder.stats.by_reason.get("silence") == 1, LIVE_S)
     assert r.daemon.recorder.stats.clips == 0 and not list(clips.glob("*"))
 
-    removed = {x.label: x.files for x in plugin.purge()}
+    removed = {x.label: x.files for x in r.device.purge.purge()}
 
     assert removed["local clips"] == 2  # handed over first, then deleted with the rest
     assert r.daemon.recorder.stats.clips == 1
@@ -180,7 +175,7 @@ def test_live_purge_with_upload_off_takes_the_clip_in_its_cancel_window(running,
 
     # the daemon goes on: a later clip is kept (its cancel window ends with the daemon)
     r.source.play(detection())
-    wait_until(lambda: r.daemon.recorder.stats.by_reason.get("silence") == 2)
+    wait_for(lambda: r.daemon.recorder.stats.by_reason.get("silence") == 2, LIVE_S)
     r.stop()
     assert r.daemon.recorder.stats.clips == 2
     assert len(list(clips.glob("*.wav"))) == 1 and len(list(clips.glob("*.json"))) == 1
@@ -193,10 +188,11 @@ def test_mqtt_cmd_purge_on_a_live_recorder(mqtt_broker, mosquitto_broker, tmp_pa
                   upload=UploadConfig(mode="mqtt", retry_min_s=0.05, retry_max_s=0.2,
                                       mqtt=MqttUploadConfig(**mqtt_opts(uploads))),
                   activations=ActivationsConfig(keep_false_activation_audio=True,
-                                                checkpoint_s=0.0))
-    plugin = UploadPlugin(cfg, drain_s=0)
+                                                checkpoint_s=0.0),
+                  hardware=RECORDING_LIGHT)
     source = LiveSource()
-    rig = DeviceRig(cfg, source, [ActivationLogPlugin(cfg), plugin], device_id=DEVICE)
+    rig = DeviceRig(cfg, source, device_id=DEVICE, upload_drain_s=0)
+    plugin = rig.device.upload
     commander = Commander(mqtt_broker)
     try:
         populate(SimpleNamespace(source=source, daemon=rig.daemon), plugin, cfg, clips=1)
@@ -212,10 +208,10 @@ def test_mqtt_cmd_purge_on_a_live_recorder(mqtt_broker, mosquitto_broker, tmp_pa
         # still running: it answers, hears, queues and (broker back) delivers
         assert commander.call(DEVICE, "stats")["ok"]
         source.play(detection())
-        wait_until(lambda: rig.daemon.recorder.stats.clips == 2)
-        wait_until(lambda: plugin.outbox is not None and plugin.outbox.count() == 1)
+        wait_for(lambda: rig.daemon.recorder.stats.clips == 2, LIVE_S)
+        wait_for(lambda: plugin.outbox is not None and plugin.outbox.count() == 1, LIVE_S)
         uploads.start()
-        wait_until(lambda: plugin.outbox is not None and plugin.outbox.count() == 0)
+        wait_for(lambda: plugin.outbox is not None and plugin.outbox.count() == 0, LIVE_S)
     finally:
         commander.close()
         rig.stop()
@@ -240,12 +236,11 @@ def test_purge_racing_the_dispatcher_and_uploader_leaves_no_half_clip(tmp_path):
     from edge.sinks.local import LocalDirSink
 
     cfg = upload_cfg(tmp_path, "mqtt", keep_local=True, mqtt={"host": "127.0.0.1", "port": 9})
-    plugin = UploadPlugin(cfg, sender=RefusingSender(), drain_s=0)
-    daemon = SimpleNamespace(sinks=[LocalDirSink(cfg.under_state(cfg.output.clips_dir))],
-                             plugins=[], clock=SystemClock())
-    daemon.plugins.append(plugin)
-    plugin.attach(daemon)
-    daemon.dispatcher = ClipDispatcher(daemon.sinks)
+    plugin = UploadPlugin(cfg, SystemClock(), sender=RefusingSender(), drain_s=0)
+    assert plugin.sink is not None
+    dispatcher = ClipDispatcher([LocalDirSink(cfg.under_state(cfg.output.clips_dir)),
+                                 plugin.sink])
+    plugin.start()
     # per clip: purges finished before its submit began, purges begun once its submit returned
     submitted: list[tuple[str, int, int]] = []
     count = {"begun": 0, "finished": 0}
@@ -257,7 +252,7 @@ def test_purge_racing_the_dispatcher_and_uploader_leaves_no_half_clip(tmp_path):
             clip = make_clip(0.2, seed=seed, clip_id=str(uuid.uuid4()))
             seed += 1
             finished = count["finished"]
-            daemon.dispatcher.submit(clip)
+            dispatcher.submit(clip)
             submitted.append((clip.id, finished, count["begun"]))
             time.sleep(0.01)
 
@@ -267,7 +262,7 @@ def test_purge_racing_the_dispatcher_and_uploader_leaves_no_half_clip(tmp_path):
         for k in range(1, 6):
             time.sleep(0.1)
             count["begun"] = k
-            plugin.purge()
+            plugin.purge(dispatcher.paused(drop_held=True))
             count["finished"] = k
             ids_before = {cid for cid, _f, b in list(submitted) if b < k}
             clips = cfg.under_state(cfg.output.clips_dir)
@@ -279,7 +274,7 @@ def test_purge_racing_the_dispatcher_and_uploader_leaves_no_half_clip(tmp_path):
     finally:
         stop.set()
         producer.join()
-    daemon.dispatcher.close()
+    dispatcher.close()
     after = [cid for cid, f, _b in submitted if f == 5]
     assert after, "the producer went on after the last purge"
     clips = cfg.under_state(cfg.output.clips_dir)
@@ -294,21 +289,22 @@ def test_purge_racing_the_dispatcher_and_uploader_leaves_no_half_clip(tmp_path):
     assert len(purged_entries(cfg)) == 5
     plugin.close()
     with pytest.raises(PurgeError, match="stopping"):
-        plugin.purge()
+        plugin.purge(dispatcher.paused())
 
 
 def test_edge_purge_still_refuses_while_the_recorder_runs(tmp_path):
     from edge.errors import StateLockedError
-    from edge.retention import purge
+    from edge.privacy.retention import purge
 
     cfg = upload_cfg(tmp_path, "off", keep_local=True)
-    plugin = UploadPlugin(cfg)
-    daemon = SimpleNamespace(sinks=[], plugins=[plugin], clock=SystemClock())
-    plugin.attach(daemon)
+    plugin = UploadPlugin(cfg, SystemClock())
+    plugin.start()
+    dispatcher = ClipDispatcher([])
     try:
         with pytest.raises(StateLockedError, match="stop it first"):
             purge(cfg)
-        assert all(x.files == 0 for x in plugin.purge())  # nothing there: nothing to do
+        # nothing there: nothing to do
+        assert all(x.files == 0 for x in plugin.purge(dispatcher.paused()))
         assert not Path(ledger_path(cfg)).exists()  # an empty purge writes no ledger entry
     finally:
         plugin.close()

@@ -7,17 +7,18 @@ import threading
 import numpy as np
 import pytest
 
-from edge import synth
-from edge.app import build_detector, build_recorder
-from edge.audio import ArraySource
-from edge.clip import Clip
+from edge.audio import synth
+from edge.audio.frames import FRAME_SAMPLES
+from edge.audio.sources import ArraySource
 from edge.clock import FakeClock
+from edge.compose.daemon import build_recorder
 from edge.config import Config, RecordConfig
-from edge.engine import FRAME_SAMPLES
-from edge.events import ActivationEnded, EventBus, RecordingStarted, State, StateChanged
-from edge.policy import DetectionPolicy, ModelPolicy
-from edge.recorder import Recorder
-from edge.runner import Runner
+from edge.pipeline.clip import Clip
+from edge.pipeline.events import ActivationEnded, EventBus, RecordingStarted, State, StateChanged
+from edge.pipeline.recorder import Recorder
+from edge.pipeline.runner import Runner
+from edge.wake.detector import build_detector
+from edge.wake.policy import DetectionPolicy, ModelPolicy
 from tests.fakes import Collector, LevelVad, ScriptedEngine
 from tests.fixtures.audio import phrase
 

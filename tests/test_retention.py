@@ -9,12 +9,12 @@ import pytest
 from edge.cli import main as edge
 from edge.clock import FakeClock
 from edge.errors import StateLockedError
-from edge.ledger import Ledger, read_ledger
-from edge.lockfile import LockFile
-from edge.outbox import Outbox
-from edge.places import lock_path, outbox_dir
-from edge.retention import DAY_S, expire, purge
+from edge.files import LockFile
+from edge.privacy.ledger import Ledger, read_ledger
+from edge.privacy.places import lock_path, outbox_dir
+from edge.privacy.retention import DAY_S, expire, purge
 from edge.sinks.local import LocalDirSink
+from edge.upload.queue import Outbox
 from tests.upload_helpers import make_clip, upload_cfg
 
 NOW = 1_800_000_000.0

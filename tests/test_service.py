@@ -159,7 +159,7 @@ def test_the_recorder_keeps_its_clip_inside_the_units_sandbox(store, tmp_path):
 def test_write_xor_execute_is_on_exactly_when_the_recorder_survives_it(store, tmp_path):
     """In-memory WAV encoding through cffi callbacks needs W+X memory, so the unit may only
     set MemoryDenyWriteExecute while the recorder really keeps its clip under W^X (it does
-    since clips are encoded with the stdlib; see edge/wavio.py)."""
+    since clips are encoded with the stdlib; see edge/audio/wav.py)."""
     strict = tmp_path / "strict.service"
     strict.write_text(UNIT.read_text().replace("[Service]\n",
                                                "[Service]\nMemoryDenyWriteExecute=yes\n"))

@@ -7,18 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import synth
-from edge.engine import (
-    EMB_STEP,
-    EMB_WINDOW,
-    FRAME_SAMPLES,
-    Classifier,
-    FeatureModels,
-    StreamingEngine,
-)
+from edge.audio import synth
+from edge.audio.frames import FRAME_SAMPLES
 from edge.errors import ModelError
-from edge.modelstore import ModelStore
-from edge.streaming_embedding import StreamingEmbedding, read_onnx
+from edge.wake.embedding import StreamingEmbedding
+from edge.wake.engine import EMB_STEP, EMB_WINDOW, Classifier, FeatureModels, StreamingEngine
+from edge.wake.models import ModelStore
+from edge.wake.onnx_reader import read_onnx
 from tests.fixtures.audio import phrase, prose
 
 TOL = 1e-4

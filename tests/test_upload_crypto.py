@@ -8,16 +8,17 @@ import re
 
 import pytest
 
-from edge import crypto
 from edge.cli import main as edge
-from edge.config import HttpsUploadConfig, UploadConfig
+from edge.compose.config import check_config, load_checked_config
+from edge.config import Config, HttpsUploadConfig, UploadConfig
 from edge.errors import ConfigError, SealError
-from edge.ledger import Ledger
-from edge.outbox import Outbox
-from edge.sinks.https import HttpsSender
+from edge.privacy import crypto
+from edge.privacy.ledger import Ledger
 from edge.sinks.local import LocalDirSink, wav_bytes
-from edge.upload import OutboxSink
-from edge.uploader import Uploader
+from edge.sinks.outbox import OutboxSink
+from edge.upload.queue import Outbox
+from edge.upload.senders.https import HttpsSender
+from edge.upload.uploader import Uploader
 from tests.upload_helpers import DEVICE, make_clip
 
 
@@ -105,7 +106,11 @@ def test_decrypt_refuses_plain_files_and_new_key_refuses_to_overwrite(tmp_path, 
     assert "already exists" in capsys.readouterr().err
 
 
-def test_encrypt_to_must_be_a_public_key():
+def test_encrypt_to_must_be_a_public_key(tmp_path):
     with pytest.raises(ConfigError, match="upload.encrypt_to is not a public key"):
-        UploadConfig(encrypt_to="not-a-key")
-    UploadConfig(encrypt_to=crypto.new_keypair()[1])
+        check_config(Config(upload=UploadConfig(encrypt_to="not-a-key")))
+    check_config(Config(upload=UploadConfig(encrypt_to=crypto.new_keypair()[1])))
+    config = tmp_path / "config.toml"
+    config.write_text('[upload]\nencrypt_to = "not-a-key"\n')
+    with pytest.raises(ConfigError, match="upload.encrypt_to is not a public key"):
+        load_checked_config(config)

@@ -22,14 +22,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge import synth
-from edge.audio import ArraySource
-from edge.daemon import Daemon
-from edge.engine import FRAME_SAMPLES
-from edge.ledger import read_ledger
-from edge.upload import UploadPlugin
+from edge.audio import synth
+from edge.audio.frames import FRAME_SAMPLES
+from edge.audio.sources import ArraySource
+from edge.pipeline.daemon import Daemon
+from edge.privacy.ledger import read_ledger
+from tests.device import build
 from tests.fixtures.audio import phrase
 from tests.upload_helpers import mqtt_opts, upload_cfg
+from tests.waiting import wait_for
 
 
 def detections(n: int, request: str = "what is the weather like today") -> np.ndarray:
@@ -41,8 +42,8 @@ def detections(n: int, request: str = "what is the weather like today") -> np.nd
     return synth.concat(parts)
 
 
-def run_daemon(cfg: Any, audio: np.ndarray, **plugin: Any) -> Daemon:
-    daemon = Daemon(cfg, ArraySource(audio), plugins=[UploadPlugin(cfg, **plugin)])
+def run_daemon(cfg: Any, audio: np.ndarray, **seams: Any) -> Daemon:
+    daemon = build(cfg, ArraySource(audio), **seams).daemon
     daemon.run(install_signals=False)
     return daemon
 
@@ -88,7 +89,7 @@ def test_n_detections_deliver_n_clips_over_mqtt_each_id_once(mqtt_broker, mqtt_c
     n = 4
     col = mqtt_collector(mqtt_broker, "edge-recorder/#")
     cfg = upload_cfg(tmp_path, "mqtt", mqtt=mqtt_opts(mqtt_broker))
-    daemon = run_daemon(cfg, detections(n), drain_s=20)
+    daemon = run_daemon(cfg, detections(n), upload_drain_s=20)
     assert daemon.recorder.stats.clips == n
     msgs = col.wait_for(n)
     ids = [m.user_properties["id"] for m in msgs]
@@ -110,7 +111,7 @@ def test_n_detections_deliver_n_clips_over_https_without_identifiers(https_recei
     n = 3
     rx = https_receiver()
     cfg = upload_cfg(tmp_path, "https", https={"url": rx.url, "ca": str(rx.ca_path)})
-    daemon = run_daemon(cfg, detections(n), drain_s=20)
+    daemon = run_daemon(cfg, detections(n), upload_drain_s=20)
     assert daemon.recorder.stats.clips == n
     assert len(rx.ok_bodies()) == n
     for r in rx.requests:
@@ -123,7 +124,7 @@ def test_n_detections_deliver_n_clips_over_https_without_identifiers(https_recei
 def test_mqtt_311_envelope_carries_no_identifiers(mqtt_broker, mqtt_collector, tmp_path):
     col = mqtt_collector(mqtt_broker, "edge-recorder/#", protocol=4)
     cfg = upload_cfg(tmp_path, "mqtt", mqtt=mqtt_opts(mqtt_broker, protocol="3.1.1"))
-    run_daemon(cfg, detections(1), drain_s=20)
+    run_daemon(cfg, detections(1), upload_drain_s=20)
     [m] = col.wait_for(1)
     head, _, body = m.payload.partition(b"\n")
     assert_plain_wav_of(body, 12)
@@ -149,15 +150,6 @@ class HeldSource(ArraySource):
         return np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 
-def wait_until(cond: Any, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
-
-
 def test_broker_outage_during_detections_loses_nothing(mosquitto_broker, mqtt_collector,
                                                        tmp_path):
     m = 3
@@ -166,18 +158,18 @@ def test_broker_outage_during_detections_loses_nothing(mosquitto_broker, mqtt_co
     broker.stop()
     cfg = upload_cfg(tmp_path, "mqtt", mqtt=mqtt_opts(broker))
     source = HeldSource(detections(m))
-    plugin = UploadPlugin(cfg, drain_s=20)
-    daemon = Daemon(cfg, source, plugins=[plugin])
+    device = build(cfg, source, upload_drain_s=20)
+    plugin, daemon = device.upload, device.daemon
     t = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
     t.start()
     try:
-        assert wait_until(lambda: daemon.recorder.stats.clips == m)
-        assert wait_until(lambda: plugin.outbox is not None and plugin.outbox.count() == m)
+        assert wait_for(lambda: daemon.recorder.stats.clips == m)
+        assert wait_for(lambda: plugin.outbox is not None and plugin.outbox.count() == m)
         assert plugin.uploader is not None and plugin.uploader.failures >= 1
         assert col.messages == []
         broker.start()
         msgs = col.wait_for(m, timeout=30)
-        assert wait_until(lambda: plugin.outbox.count() == 0)
+        assert wait_for(lambda: plugin.outbox.count() == 0)
     finally:
         source.release.set()
         t.join(60)
@@ -271,13 +263,11 @@ def test_upload_off_with_keep_local_keeps_clips_only_on_the_device(tmp_path):
 
 
 def test_delivered_clips_are_marked_uploaded_in_the_activation_log(https_receiver, tmp_path):
-    from edge.activation_plugin import ActivationLogPlugin
-    from edge.activations import ActivationLog, db_path
+    from edge.activations.store import ActivationLog, db_path
 
     rx = https_receiver()
     cfg = upload_cfg(tmp_path, "https", https={"url": rx.url, "ca": str(rx.ca_path)})
-    daemon = Daemon(cfg, ArraySource(detections(2)),
-                    plugins=[ActivationLogPlugin(cfg), UploadPlugin(cfg, drain_s=20)])
+    daemon = build(cfg, ArraySource(detections(2)), upload_drain_s=20).daemon
     daemon.run(install_signals=False)
     assert len(rx.ok_bodies()) == 2
     with ActivationLog.open(db_path(cfg), create=False) as log:

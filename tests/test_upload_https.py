@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from edge.config import HttpsUploadConfig
-from edge.ledger import read_ledger
-from edge.sinks.https import HttpsSender
+from edge.privacy.ledger import read_ledger
+from edge.upload.senders.https import HttpsSender
 from tests.fixtures.https import make_tls_files
 from tests.fixtures.mqtt import free_port
 from tests.upload_helpers import DEVICE, errors, rigs

@@ -11,8 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
-from edge.outbox import CorruptEntry, Outbox
 from edge.sinks.local import wav_bytes
+from edge.upload.queue import CorruptEntry, Outbox
 from tests.upload_helpers import make_clip
 
 REPO = Path(__file__).resolve().parent.parent

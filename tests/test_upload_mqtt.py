@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from edge import bundle
 from edge.config import MqttUploadConfig
-from edge.ledger import read_ledger
-from edge.sinks.mqtt import MqttSender
+from edge.privacy import bundle
+from edge.privacy.ledger import read_ledger
+from edge.upload.senders.mqtt import MqttSender
 from tests.fixtures.https import make_tls_files
 from tests.fixtures.mqtt import TlsListener, free_port, make_password_file
 from tests.upload_helpers import DEVICE, errors, rigs

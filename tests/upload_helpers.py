@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,12 +10,20 @@ from typing import Any
 
 import numpy as np
 
-from edge.clip import Clip
-from edge.config import Config, HttpsUploadConfig, MqttUploadConfig, OutputConfig, UploadConfig
-from edge.ledger import Ledger
-from edge.outbox import Outbox
+from edge.config import (
+    Config,
+    HardwareConfig,
+    HttpsUploadConfig,
+    MqttUploadConfig,
+    OutputConfig,
+    UploadConfig,
+)
+from edge.pipeline.clip import Clip
+from edge.privacy.ledger import Ledger
 from edge.sinks.local import wav_bytes
-from edge.uploader import Sender, Uploader
+from edge.upload.queue import Outbox
+from edge.upload.uploader import Sender, Uploader
+from tests.waiting import wait_for
 
 DEVICE = "0123456789abcdef"
 
@@ -40,7 +47,14 @@ def upload_cfg(state: Path, mode: str = "off", *, keep_local: bool = False,
         output=OutputConfig(keep_local=keep_local),
         upload=UploadConfig(mode=mode, mqtt=MqttUploadConfig(**(mqtt or {})),
                             https=HttpsUploadConfig(**(https or {})), **upload),
+        hardware=RECORDING_LIGHT,
     )
+
+
+RECORDING_LIGHT = HardwareConfig(profile="generic-usb", pin_factory="mock", mute_pin="none",
+                                 button_pin="none")
+"""A device that uploads must show when it records (``edge run`` refuses one without a
+light): an LED on a simulated pin, no switch, no cancel button."""
 
 
 def mqtt_opts(broker: Any, **kw: Any) -> dict[str, Any]:
@@ -69,16 +83,10 @@ class Rig:
         return clips
 
     def wait_failures(self, n: int, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.uploader.failures < n and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.uploader.failures >= n
+        wait_for(lambda: self.uploader.failures >= n, timeout, f"{n} failed upload(s)")
 
     def wait_empty(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.outbox.count() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.outbox.count() == 0
+        wait_for(lambda: self.outbox.count() == 0, timeout, "the outbox to empty")
 
     def close(self) -> None:
         self.uploader.stop()

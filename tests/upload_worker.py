@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 from edge.config import MqttUploadConfig
-from edge.ledger import Ledger
-from edge.outbox import Entry, Outbox
+from edge.privacy.ledger import Ledger
 from edge.sinks.local import wav_bytes
-from edge.sinks.mqtt import MqttSender
-from edge.uploader import Uploader
+from edge.upload.queue import Entry, Outbox
+from edge.upload.senders.mqtt import MqttSender
+from edge.upload.uploader import Uploader
 from tests.upload_helpers import DEVICE, make_clip
 
 

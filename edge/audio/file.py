@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.audio import FrameAssembler
+from edge.audio.sources import FrameAssembler
 from edge.errors import AudioFormatError
 
 BLOCK = 16384

@@ -17,12 +17,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge.config import load_config
-    from edge.ledger import read_ledger
-    from edge.outbox import queued_count
-    from edge.places import ledger_path, outbox_dir
+    from edge.compose.config import load_checked_config
+    from edge.privacy.ledger import read_ledger
+    from edge.privacy.places import ledger_path, outbox_dir
+    from edge.upload.queue import queued_count
 
-    cfg = load_config(args.config)
+    cfg = load_checked_config(args.config)
     read = read_ledger(ledger_path(cfg))
     queued = queued_count(outbox_dir(cfg))
     summary = summarize(read.entries)

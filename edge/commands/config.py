@@ -6,8 +6,8 @@ import argparse
 import dataclasses
 import json
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,9 +27,9 @@ def example(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-    from edge.config import load_config
+    from edge.compose.config import load_checked_config
 
-    load_config(args.file)
+    load_checked_config(args.file)
     print(f"{args.file}: valid")
     return 0
 
@@ -68,12 +68,13 @@ def _render(cls: type, prefix: str, lines: list[str]) -> None:
         _render(hints[f.name], f"{prefix}{f.name}.", lines)
 
 
-def _toml(value: Any) -> str:
+def _toml(value: object) -> str:
+    """A default as TOML: tuples are arrays, read-only mappings inline tables."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }" \
-            if value else "{}"
-    if isinstance(value, list):
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) \
+            + " }" if value else "{}"
+    if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return json.dumps(value)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge.mqtt.topics import BrokerSettings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,18 +38,19 @@ def add_broker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", default="edge", help="the devices' mqtt.base_topic (default edge)")
 
 
-def broker(args: argparse.Namespace) -> Any:
-    from edge.mqtt.topics import broker_from_url, check_base_topic
+def broker(args: argparse.Namespace) -> BrokerSettings:
+    from edge.config.rules import check_topic_levels
+    from edge.mqtt.topics import broker_from_url
 
-    check_base_topic(args.base, "--base")
+    check_topic_levels(args.base, "--base")
     return broker_from_url(args.broker, ca=args.broker_ca, username=args.broker_username,
                            password_file=args.broker_password_file)
 
 
 def main(args: argparse.Namespace) -> int:
     from edge.config import Config
-    from edge.destinations import read_secret
     from edge.errors import UsageError
+    from edge.privacy.secrets import read_secret
 
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a port; give 1 to 65535")

@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge import crypto
+    from edge.privacy import crypto
 
     if args.new_key is not None:
         private, public = crypto.new_keypair()
@@ -63,8 +63,8 @@ def main(args: argparse.Namespace) -> int:
 
 def open_clip(path: Path, private_key: str) -> tuple[bytes, dict]:
     """(WAV bytes, metadata) of a sealed clip, a received payload or an outbox spool file."""
-    from edge import crypto
-    from edge.bundle import BundleError, unpack
+    from edge.privacy import crypto
+    from edge.privacy.bundle import BundleError, unpack
 
     data = path.read_bytes()
     if not crypto.is_sealed(data):

@@ -11,9 +11,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge.audio import capture
+    from edge.audio.portaudio import list_devices
 
-    devices = capture.list_devices()
+    devices = list_devices()
     if not devices:
         print("no capture devices found")
         return 1

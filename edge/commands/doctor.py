@@ -15,7 +15,7 @@ SYSTEM_CONFIG = Path("/etc/edge-recorder/config.toml")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from edge.doctor import CHECKS
+    from edge.service.doctor import CHECKS
 
     p = sub.add_parser("doctor", help="check the device, explain each problem and its fix")
     p.add_argument("--config", type=Path,
@@ -31,9 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge.config import load_config
-    from edge.doctor import CHECKS, Doctor, Status, fail, render
+    from edge.compose.config import load_checked_config
     from edge.errors import ConfigError, UsageError
+    from edge.service.doctor import CHECKS, Doctor
+    from edge.service.findings import Status, fail, ok, render
 
     if args.cpu_seconds <= 0 or args.cpu_seconds > 600:
         raise UsageError(f"--cpu-seconds {args.cpu_seconds:g} is out of range; give 1 to 600")
@@ -41,12 +42,10 @@ def main(args: argparse.Namespace) -> int:
     if path is None and SYSTEM_CONFIG.exists():
         path = SYSTEM_CONFIG
     try:
-        cfg = load_config(path)
+        cfg = load_checked_config(path)
     except ConfigError as exc:
         findings = [fail("config", str(exc), f"fix {path}, then `edge config check {path}`")]
     else:
-        from edge.doctor import ok
-
         checks = [c for c in (args.only or CHECKS) if c not in args.skip]
         findings = [ok("config", f"{path} is valid" if path else
                        "no config file given: the defaults are used")]

@@ -25,13 +25,14 @@ def profiles(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-    from edge.config import load_config
+    from edge.compose.config import load_checked_config
     from edge.errors import HardwareError
-    from edge.hardware.events import HardwareFault
     from edge.hardware.pins import hardware_error
-    from edge.hardware.plugin import HardwarePlugin, build_parts
+    from edge.hardware.plugin import build_parts
+    from edge.hardware.profiles import resolve
+    from edge.pipeline.events import HardwareFault
 
-    spec = HardwarePlugin.from_config(load_config(args.config)).spec
+    spec = resolve(load_checked_config(args.config).hardware)
     parts = build_parts(spec)
     try:
         switch = "none (hardware.mute_pin = 'none')"

@@ -15,10 +15,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge import identity
-    from edge.config import load_config
+    from edge.compose.config import load_checked_config
+    from edge.privacy import identity
 
-    cfg = load_config(args.config)
+    cfg = load_checked_config(args.config)
     if args.action == "rotate":
         old, new = identity.rotate(cfg.state_path)
         print(f"device id rotated: {old or '(none)'} -> {new}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge.activations import check_label
+from edge.activations.store import check_label
 from edge.commands.log import add_log_options, open_log
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.activations import ActivationLog, db_path, parse_since
+from edge.activations.store import ActivationLog, db_path, parse_since
 from edge.errors import UsageError
 
 FIELDS = ("n", "id", "time", "wall_time", "model", "threshold", "peak_score", "frames_over",
@@ -35,9 +35,9 @@ def add_log_options(p: argparse.ArgumentParser) -> None:
 def open_log(args: argparse.Namespace) -> ActivationLog:
     if args.db is not None:
         return ActivationLog.open(args.db, create=False)
-    from edge.config import load_config
+    from edge.compose.config import load_checked_config
 
-    return ActivationLog.open(db_path(load_config(args.config)), create=False)
+    return ActivationLog.open(db_path(load_checked_config(args.config)), create=False)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

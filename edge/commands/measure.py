@@ -13,13 +13,19 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.app import model_store
 from edge.audio.file import FileSource
 from edge.commands import output_folder
-from edge.config import Config, load_config, replace
+from edge.compose.config import load_checked_config
+from edge.config import Config, replace
 from edge.errors import EdgeError, UsageError
+from edge.wake.detector import model_store
+
+if TYPE_CHECKING:
+    from edge.measure.corpus import Job
+    from edge.measure.pool import FileResult
+    from edge.measure.report import Measurement
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +64,7 @@ def _threshold_list(text: str) -> list[float]:
 
 
 def measure_config(args: argparse.Namespace) -> Config:
-    cfg = load_config(args.config)
+    cfg = load_checked_config(args.config)
     if args.model:
         cfg = replace(cfg, wake=replace(cfg.wake, models=list(args.model)))
     return cfg
@@ -115,7 +121,7 @@ def _clear_previous(out: Path) -> None:
             f.unlink()
 
 
-def _probe(jobs: list[Any], cfg: Config) -> tuple[dict[int, float], dict[int, Any]]:
+def _probe(jobs: list[Job], cfg: Config) -> tuple[dict[int, float], dict[int, FileResult]]:
     """Durations of the readable files; a result with the error for each other one."""
     from edge.measure.pool import FileResult
 
@@ -156,7 +162,7 @@ class _Progress:
             self.bar.close()
 
 
-def _summary(m: Any, out: Path) -> None:
+def _summary(m: Measurement, out: Path) -> None:
     print(f"{m.corpus_text()}, {len(m.positives)} positives, "
           f"{len(m.skipped)} skipped; {m.wall_s:.1f} s with {m.jobs} job(s)")
     for n in m.names:

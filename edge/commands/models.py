@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.modelstore import ModelStore
+from edge.wake.models import ModelStore
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

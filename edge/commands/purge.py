@@ -14,11 +14,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge.config import load_config
-    from edge.places import audio_places, ledger_path
-    from edge.retention import files_in, purge
+    from edge.compose.config import load_checked_config
+    from edge.privacy.places import audio_places, ledger_path
+    from edge.privacy.retention import files_in, purge
 
-    cfg = load_config(args.config)
+    cfg = load_checked_config(args.config)
     if not args.yes:
         total = 0
         for place in audio_places(cfg):

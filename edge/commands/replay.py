@@ -9,12 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.commands import output_folder
-from edge.config import Config, load_config, replace
+from edge.compose.config import load_checked_config
+from edge.config import Config, replace
 from edge.errors import UsageError
+
+if TYPE_CHECKING:
+    from edge.audio.sources import AudioSource
+    from edge.sinks.local import LocalDirSink
+    from edge.wake.detector import Detector
+    from edge.wake.models import ModelStore
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def replay_config(args: argparse.Namespace) -> Config:
-    cfg = load_config(args.config)
+    cfg = load_checked_config(args.config)
     wake = cfg.wake
     if args.threshold is not None:
         if not 0.0 <= args.threshold <= 1.0:
@@ -42,9 +50,9 @@ def replay_config(args: argparse.Namespace) -> Config:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge.app import build_detector, model_store
     from edge.audio.file import FileSource
     from edge.sinks.local import LocalDirSink
+    from edge.wake.detector import build_detector, model_store
 
     cfg = replay_config(args)
     if args.clips is not None:
@@ -65,11 +73,12 @@ def main(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def replay_file(cfg: Config, detector: Any, store: Any, source: Any, path: Path,
-                sink: Any, emit: Any) -> int:
-    from edge.app import build_recorder
-    from edge.clip import Clip
-    from edge.events import EventBus
+def replay_file(cfg: Config, detector: Detector, store: ModelStore, source: AudioSource,
+                path: Path, sink: LocalDirSink | None, emit: Callable[[dict[str, Any]], None]
+                ) -> int:
+    from edge.compose.daemon import build_recorder
+    from edge.pipeline.clip import Clip
+    from edge.pipeline.events import EventBus
 
     detector.reset()
     bus = EventBus()

@@ -6,7 +6,11 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge.audio.sources import AudioSource
+    from edge.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -33,51 +37,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge.cli import setup_logging
-    from edge.config import load_config, replace
+    from edge.compose.config import load_checked_config
+    from edge.config import replace
+    from edge.service.logs import configure
 
-    cfg = load_config(args.config)
+    cfg = load_checked_config(args.config)
     if args.input is not None:
         cfg = replace(cfg, audio=replace(cfg.audio, input=args.input))
     from edge.hardware.profiles import apply_audio
 
     cfg = apply_audio(cfg)  # the profile's capture device, channel and rate
     logging.getLogger().setLevel(cfg.log_level.upper())
-    setup_logging(cfg.log_level, cfg.log_levels)
+    configure(cfg.log_level, cfg.log_levels)
     demo = args.demo_if_no_device or cfg.audio.demo_when_no_device
     source = open_source(cfg, demo)
     if not _live(source):  # a file or the demo: nobody is at a microphone to hear a chime
         cfg = replace(cfg, hardware=replace(cfg.hardware, chime=False))
     if args.realtime:
-        from edge.audio import PacedSource
+        from edge.audio.sources import PacedSource
 
         source = PacedSource(source)
 
-    from edge.daemon import Daemon
-    from edge.hardware.plugin import HardwarePlugin
+    from edge.compose.daemon import build_device
 
-    plugins: list[Any] = [HardwarePlugin.from_config(cfg)]  # first: the mute is read first
-    if cfg.activations.enabled:
-        from edge.activation_plugin import ActivationLogPlugin
-
-        plugins.append(ActivationLogPlugin(cfg))
-    from edge.upload import UploadPlugin
-
-    plugins.append(UploadPlugin(cfg))
-    from edge.clockwatch import ClockWatch
-
-    plugins.append(ClockWatch())  # says so in the log when the wall clock jumps
-    if cfg.mqtt.enabled:
-        from edge.mqtt.device import MqttPlugin
-
-        plugins.append(MqttPlugin(cfg))  # after the others: it finds them to run commands
-    from edge.notify import SystemdPlugin
-
-    systemd = SystemdPlugin.from_env()  # Type=notify: READY=1, STATUS=, the watchdog
-    if systemd is not None:
-        plugins.append(systemd)
-    daemon = Daemon(cfg, source, plugins=plugins)
-    from edge.logsetup import fields
+    daemon = build_device(cfg, source).daemon
+    from edge.service.logs import fields
 
     log.info("listening for %s (state in %s)", ", ".join(daemon.detector.names),
              cfg.state_path, extra=fields(event="start", source=source.name))
@@ -89,15 +73,15 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_source(cfg: Any, demo: bool) -> Any:
+def open_source(cfg: Config, demo: bool) -> AudioSource:
     from edge.audio.file import FileSource
 
     spec = cfg.audio.input
     if spec and (Path(spec).suffix.lower() in (".wav", ".flac") or Path(spec).is_file()):
         return FileSource(spec, cfg.audio.channel)
-    from edge.audio import capture
+    from edge.audio import capture, portaudio
 
-    if not spec and not capture.has_capture_device():
+    if not spec and not portaudio.has_capture_device():
         if demo:
             return demo_source()
         from edge.errors import AudioDeviceError
@@ -111,16 +95,16 @@ def open_source(cfg: Any, demo: bool) -> Any:
     return source
 
 
-def _live(source: Any) -> bool:
-    from edge.audio import ArraySource
+def _live(source: AudioSource) -> bool:
     from edge.audio.file import FileSource
+    from edge.audio.sources import ArraySource
 
     return not isinstance(source, FileSource | ArraySource)
 
 
-def demo_source() -> Any:
-    from edge import synth
-    from edge.audio import ArraySource
+def demo_source() -> AudioSource:
+    from edge.audio import synth
+    from edge.audio.sources import ArraySource
 
     print(DEMO_NOTICE, file=sys.stderr, flush=True)
     stream = synth.concat([

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from edge.activations import parse_since
+from edge.activations.store import parse_since
 from edge.commands.log import add_log_options, open_log
 
 
@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge.stats import compute, render
+    from edge.activations.stats import compute, render
 
     since = parse_since(args.since) if args.since else None
     with open_log(args) as store:

@@ -4,3 +4,10 @@ It subscribes to ``<base>/+/#``, keeps the fleet's history in SQLite, and serves
 live page (Starlette + uvicorn, updates over Server-Sent Events). Install it with
 ``pip install 'edge-recorder[dashboard]'``.
 """
+
+from edge import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "app": ("Dashboard",),
+    "store": ("FleetStore",),
+})

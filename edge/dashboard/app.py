@@ -27,15 +27,22 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from edge.config.rules import is_loopback
 from edge.dashboard.ingest import Ingestor
 from edge.dashboard.store import FleetStore
-from edge.destinations import is_loopback
 from edge.errors import UsageError
 from edge.mqtt.client import MqttConnection
 from edge.mqtt.messages import encode
 from edge.mqtt.topics import DEVICE_ID, BrokerSettings
+
+if TYPE_CHECKING:  # the dashboard extra: imported only when the dashboard runs
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +91,11 @@ class Hub:
 class BasicAuth:
     """HTTP Basic with one password (any user name); compared in constant time."""
 
-    def __init__(self, app: Any, password: str) -> None:
+    def __init__(self, app: ASGIApp, password: str) -> None:
         self.app = app
         self.password = password.encode()
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._ok(dict(scope["headers"]).get(b"authorization")):
             await self.app(scope, receive, send)
             return
@@ -127,7 +134,7 @@ class Dashboard:
                                    on_message=self.ingest.offer)
         self.mqtt.subscribe(f"{base}/+/#")
         self.hub: Hub | None = None
-        self.server: Any = None
+        self.server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -136,7 +143,7 @@ class Dashboard:
 
     # ---- the web app ------------------------------------------------------------------
 
-    def app(self) -> Any:
+    def app(self) -> Starlette:
         from starlette.applications import Starlette
         from starlette.middleware import Middleware
         from starlette.routing import Mount, Route
@@ -158,7 +165,7 @@ class Dashboard:
             middleware=middleware, lifespan=self._lifespan)
 
     @contextlib.asynccontextmanager
-    async def _lifespan(self, _app: Any) -> AsyncIterator[None]:
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         self.hub = Hub(asyncio.get_running_loop())
         self.ingest.notify = self.hub.publish_threadsafe
         self.ingest.start()
@@ -173,7 +180,7 @@ class Dashboard:
             self.ingest.stop()
             self.store.close()
 
-    async def _page(self, _req: Any) -> Any:
+    async def _page(self, _req: Request) -> Response:
         from starlette.responses import FileResponse
 
         return FileResponse(STATIC / "index.html", headers={
@@ -181,12 +188,12 @@ class Dashboard:
                                        "data:; connect-src 'self'",
             "Cache-Control": "no-store"})
 
-    async def _no_icon(self, _req: Any) -> Any:
+    async def _no_icon(self, _req: Request) -> Response:
         from starlette.responses import Response
 
         return Response(status_code=204)
 
-    async def _events(self, _req: Any) -> Any:
+    async def _events(self, _req: Request) -> Response:
         from starlette.responses import StreamingResponse
 
         assert self.hub is not None
@@ -212,7 +219,7 @@ class Dashboard:
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})
 
-    async def _fleet(self, _req: Any) -> Any:
+    async def _fleet(self, _req: Request) -> Response:
         from starlette.responses import JSONResponse
 
         now = time.time()
@@ -222,7 +229,7 @@ class Dashboard:
                                         "skipped": c.skipped, "dropped": c.dropped},
                              "time": now})
 
-    async def _health(self, _req: Any) -> Any:
+    async def _health(self, _req: Request) -> Response:
         """The ingest counters alone (cheap: for monitoring and the benchmark)."""
         from starlette.responses import JSONResponse
 
@@ -234,7 +241,7 @@ class Dashboard:
                              "pages": len(self.hub.clients) if self.hub else 0,
                              "time": time.time()})
 
-    async def _activations(self, req: Any) -> Any:
+    async def _activations(self, req: Request) -> Response:
         from starlette.responses import JSONResponse
 
         device = req.path_params["device"]
@@ -246,7 +253,7 @@ class Dashboard:
             return JSONResponse({"error": "limit must be a whole number"}, status_code=400)
         return JSONResponse(self.store.activations(device, limit))
 
-    async def _chart(self, req: Any) -> Any:
+    async def _chart(self, req: Request) -> Response:
         from starlette.responses import JSONResponse
 
         try:
@@ -255,7 +262,7 @@ class Dashboard:
             return JSONResponse({"error": "hours must be a whole number"}, status_code=400)
         return JSONResponse(self.store.false_per_hour(time.time(), hours))
 
-    async def _label(self, req: Any) -> Any:
+    async def _label(self, req: Request) -> Response:
         """Send ``cmd/label`` to the device; its answer arrives over MQTT, then SSE."""
         from starlette.responses import JSONResponse
 
@@ -286,7 +293,7 @@ class Dashboard:
 
     # ---- running ----------------------------------------------------------------------
 
-    def _server(self) -> Any:
+    def _server(self) -> uvicorn.Server:
         import uvicorn
 
         config = uvicorn.Config(self.app(), host=self.host, port=self.port, log_level="warning",

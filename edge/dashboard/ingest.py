@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.dashboard.store import FleetStore
 from edge.mqtt.messages import (
@@ -25,6 +26,9 @@ from edge.mqtt.messages import (
     decode_object,
 )
 from edge.mqtt.topics import parse_topic
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import MQTTMessage
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ class Ingestor:
         self._q.put(None)
         self._thread.join(10.0)
 
-    def offer(self, msg: Any) -> None:
+    def offer(self, msg: MQTTMessage) -> None:
         """paho's thread: queue and return."""
         item = Incoming(str(msg.topic), bytes(msg.payload), bool(msg.retain), self.clock())
         try:
@@ -152,7 +156,7 @@ class Ingestor:
                 self.notify(update)
         return update
 
-    def _one(self, c: Any, it: Incoming, now: float, changed: dict[str, None],
+    def _one(self, c: sqlite3.Connection, it: Incoming, now: float, changed: dict[str, None],
              activations: list[dict[str, Any]], labels: list[dict[str, Any]]) -> str | None:
         where = parse_topic(self.base, it.topic)
         if where is None:
@@ -185,7 +189,7 @@ class Ingestor:
         raise BadMessage(f"unknown topic .../{rest[:40]}")
 
     @staticmethod
-    def _result(c: Any, device: str, name: str, payload: bytes, now: float,
+    def _result(c: sqlite3.Connection, device: str, name: str, payload: bytes, now: float,
                 labels: list[dict[str, Any]]) -> str | None:
         if name != "label":
             return None

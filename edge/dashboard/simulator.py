@@ -25,14 +25,19 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.errors import EdgeError
-from edge.mqtt import commands
+from edge.mqtt import command_payloads as commands
 from edge.mqtt.client import Will, new_client
 from edge.mqtt.messages import activation_message, encode, state_message
 from edge.mqtt.topics import BrokerSettings, DeviceTopics
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ class FleetProfile:
 class SimDevice:
     id: str
     topics: DeviceTopics
-    client: Any
+    client: Client
     thresholds: dict[str, float]
     started: float
     connected: bool = False
@@ -145,7 +150,8 @@ class FleetSimulator:
                 self._activate(i, t)
             self._pump(0.0)
 
-    def _on_connect(self, client: Any, i: int, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_connect(self, client: Client, i: int, _f: ConnectFlags, reason: ReasonCode,
+                    _p: Properties | None) -> None:
         if reason.is_failure:
             log.error("simulated device %d was refused: %s", i, reason)
             return
@@ -204,7 +210,7 @@ class FleetSimulator:
         if at is None:
             self._publish_state(i)
 
-    def _on_message(self, client: Any, i: int, msg: Any) -> None:
+    def _on_message(self, client: Client, i: int, msg: MQTTMessage) -> None:
         """A command to a simulated device: checked and answered like the real one."""
         dev = self.devices[i]
         if msg.retain:
@@ -295,6 +301,8 @@ class FleetSimulator:
             d.client.loop_write()
         self._pump(0.1)
         for d in self.devices:
-            with contextlib.suppress(KeyError, ValueError, TypeError):
-                self._sel.unregister(d.client.socket())
+            sock = d.client.socket()  # None once paho has closed it
+            with contextlib.suppress(KeyError, ValueError):
+                if sock is not None:
+                    self._sel.unregister(sock)
         self._sel.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
+from edge.pipeline.outcome import FALSE_SQL  # the same rule as the device's own `edge stats`
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -63,11 +64,6 @@ CREATE TABLE IF NOT EXISTS status_history (
     what TEXT NOT NULL
 );
 """
-
-FALSE_SQL = "(label = 'false' OR (label = 'unknown' AND likely_false = 1))"
-"""A false activation: labelled false, or flagged likely-false and not labelled either way
-(the same rule as the device's own ``edge stats``)."""
-
 
 class FleetStoreError(EdgeError):
     """The dashboard's database cannot be opened or written."""

@@ -7,7 +7,16 @@
 - ``indicators``: LED looks on gpiozero LEDs and APA102 pixels;
 - ``chime``: start and end chimes on PyAudio or a buzzer;
 - ``button``: "that wasn't for you";
-- ``plugin``: all of it attached to the daemon.
+- ``plugin``: all of it, kept in step with the recorder (its state listener).
 
 gpiozero and PyAudio are imported only when a part is built.
 """
+
+from edge import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "plugin": ("HardwarePlugin",),
+    "profiles": ("PROFILES", "HardwareSpec", "resolve"),
+    "mute": ("MuteController", "MuteSwitch", "FrameGuard"),
+    "indicators": ("Look",),
+})

@@ -10,13 +10,16 @@ is muted by hand. The callbacks run on gpiozero's thread and only post commands.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edge.hardware.profiles import Pin
 
+if TYPE_CHECKING:
+    from gpiozero.pins import Factory
+
 
 class CancelButton:
-    def __init__(self, pin: Pin, bounce_s: float, hold_s: float, factory: Any,
+    def __init__(self, pin: Pin, bounce_s: float, hold_s: float, factory: Factory | None,
                  on_press: Callable[[], None], on_hold: Callable[[], None]) -> None:
         from gpiozero import Button
 

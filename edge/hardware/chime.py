@@ -18,11 +18,17 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from edge.errors import HardwareError
+
+if TYPE_CHECKING:
+    from gpiozero import TonalBuzzer
+    from gpiozero.pins import Factory
+
+    from edge.hardware.profiles import Pin
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +74,9 @@ class PyAudioOutput:
     key = "hardware.chime_device"
 
     def __init__(self, device: str, volume: float) -> None:
-        from edge.audio.capture import _new_portaudio
+        from edge.audio.portaudio import new_portaudio
 
-        self._pa = _new_portaudio(None)  # PortAudio's probing noise on stderr held back
+        self._pa = new_portaudio(None)  # PortAudio's probing noise on stderr held back
         self.volume = volume
         try:
             self.index, self.rate, self.device_name = self._find(device)
@@ -116,20 +122,20 @@ class PyAudioOutput:
             stream.close()
 
     def close(self) -> None:
-        from edge.audio.capture import _terminate
+        from edge.audio.portaudio import terminate
 
-        _terminate(self._pa)
+        terminate(self._pa)
 
 
 class BuzzerOutput:
     """Chimes on a piezo or magnetic buzzer driven by a gpiozero ``TonalBuzzer``."""
 
-    def __init__(self, buzzer: Any, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, buzzer: TonalBuzzer, sleep: Callable[[float], None] = time.sleep) -> None:
         self.buzzer = buzzer
         self.sleep = sleep
 
     @classmethod
-    def on_pin(cls, pin: Any, factory: Any) -> BuzzerOutput:
+    def on_pin(cls, pin: Pin, factory: Factory | None) -> BuzzerOutput:
         from gpiozero import TonalBuzzer
         from gpiozero.tones import Tone
 

@@ -25,11 +25,14 @@ import logging
 import os
 import warnings
 from enum import Enum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.errors import HardwareError
 from edge.hardware.pins import hardware_error
 from edge.hardware.profiles import HardwareSpec, Pin
+
+if TYPE_CHECKING:
+    from gpiozero.pins import Factory
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ class NoIndicator:
 class MonoLed:
     """One LED on a pin: on while recording, blinking while muted or in error."""
 
-    def __init__(self, pin: Pin, active_high: bool, factory: Any) -> None:
+    def __init__(self, pin: Pin, active_high: bool, factory: Factory | None) -> None:
         from gpiozero import LED
 
         self.led = LED(f"GPIO{pin.gpio}", active_high=active_high, initial_value=False,
@@ -103,7 +106,7 @@ class PwmLed(MonoLed):
     """One dimmable LED: dim (or off) while listening, bright while recording."""
 
     def __init__(self, pin: Pin, active_high: bool, brightness: float, dim: float,
-                 factory: Any) -> None:
+                 factory: Factory | None) -> None:
         from gpiozero import PWMLED
 
         self.brightness = brightness
@@ -130,7 +133,7 @@ class RgbLed:
     """A common-anode or common-cathode RGB LED on three PWM pins."""
 
     def __init__(self, pins: tuple[Pin, ...], active_high: bool, brightness: float, dim: float,
-                 factory: Any) -> None:
+                 factory: Factory | None) -> None:
         from gpiozero import RGBLED
 
         self.brightness = brightness
@@ -172,7 +175,7 @@ class Apa102:
     """The APA102 pixels of the ReSpeaker HATs, on SPI0 (MOSI GPIO10, SCLK GPIO11)."""
 
     def __init__(self, count: int, spi: str, power: Pin | None, power_active_high: bool,
-                 brightness: float, dim: float, factory: Any) -> None:
+                 brightness: float, dim: float, factory: Factory | None) -> None:
         from gpiozero import DigitalOutputDevice
 
         self.count = count
@@ -220,7 +223,7 @@ class Apa102:
 SPIDEV = "/dev/spidev0.0"
 
 
-def open_spi(mode: str, factory: Any, device: str | None = None) -> Any:
+def open_spi(mode: str, factory: Factory | None, device: str | None = None) -> Any:
     """SPI0 for the LEDs: the kernel's spidev (``hardware``) or bit-banged (``software``)."""
     key = "hardware.led_spi"
     if mode == "software":
@@ -240,6 +243,7 @@ def open_spi(mode: str, factory: Any, device: str | None = None) -> Any:
         # gpiozero quietly bit-bangs when hardware SPI fails; here that is an error to report.
         warnings.simplefilter("error", SPISoftwareFallback)
         try:
+            assert factory is not None, "the kernel's SPI is reached through a pin factory"
             return factory.spi(clock_pin=11, mosi_pin=10, miso_pin=None, select_pin=8)
         except SPISoftwareFallback as exc:
             raise HardwareError(unavailable.format(_detail(exc))) from None
@@ -254,7 +258,7 @@ class BitBangSpi:
     pin factory rather than the one it is given.
     """
 
-    def __init__(self, factory: Any) -> None:
+    def __init__(self, factory: Factory | None) -> None:
         from gpiozero import DigitalOutputDevice
 
         self._devices: list[Any] = []
@@ -291,7 +295,7 @@ def _detail(exc: BaseException) -> str:
     return text.split("error was: ", 1)[-1].rstrip(")") if "error was" in text else text
 
 
-def build_indicator(spec: HardwareSpec, factory: Any) -> Indicator:
+def build_indicator(spec: HardwareSpec, factory: Factory | None) -> Indicator:
     """The configured indicator; a HardwareError names the config key when a part fails."""
     if spec.leds == "none":
         return NoIndicator()

@@ -4,7 +4,8 @@ Three causes can hold the device muted, and it listens only when none does:
 
 - ``switch``: the GPIO switch is in the mute position (read at start, then on every edge);
 - ``soft``: a command muted it (MQTT, the button held down, or any command that called
-  ``recorder.mute`` directly: the controller adopts that as a soft mute);
+  ``recorder.mute`` directly: the controller adopts that as a soft mute when the recorder
+  reports the change);
 - ``fault``: a part could not be used (fail-closed; cleared only by a restart).
 
 Nothing remote can unmute. A remote unmute is refused; a local one (the button held
@@ -13,7 +14,7 @@ the soft mute, because the person at the device has the last word. A fault never
 clears. Every decision runs on the audio thread; the switch's gpiozero callback only
 raises a flag and posts a command.
 
->>> # daemon.post(lambda rec: controller.soft_mute(rec, "mqtt"))
+>>> # commands.post(lambda rec: controller.soft_mute(rec, "mqtt"))
 """
 
 from __future__ import annotations
@@ -21,14 +22,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge.audio.sources import AudioSource
 from edge.clock import Clock
-from edge.events import EventBus, State
-from edge.hardware.events import HardwareFault, MuteChanged, UnmuteRefused
 from edge.hardware.profiles import Pin
+from edge.pipeline.events import EventBus, HardwareFault, MuteChanged, State, UnmuteRefused
+from edge.pipeline.recorder import Recorder
+
+if TYPE_CHECKING:
+    from gpiozero.pins import Factory
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +43,12 @@ CAUSES = ("switch", "soft", "fault")
 class MuteController:
     """Owns the mute causes; applies them to the recorder on the audio thread."""
 
-    def __init__(self, bus: EventBus, clock: Clock) -> None:
+    def __init__(self, bus: EventBus, clock: Clock,
+                 on_change: Callable[[Recorder], None] | None = None) -> None:
         self.bus = bus
         self.clock = clock
+        self.on_change = on_change
+        """Told (on the audio thread) after the causes changed: the indicator follows."""
         self.causes: set[str] = set()
         self.faults: list[HardwareFault] = []
         self.pending = threading.Event()
@@ -50,9 +58,14 @@ class MuteController:
     def muted(self) -> bool:
         return bool(self.causes)
 
+    @property
+    def held_by(self) -> tuple[str, ...]:
+        """The causes holding the mute, in their fixed order."""
+        return tuple(c for c in CAUSES if c in self.causes)
+
     # ---- audio thread only ------------------------------------------------
 
-    def switch(self, recorder: Any, muted: bool) -> None:
+    def switch(self, recorder: Recorder, muted: bool) -> None:
         """The switch was read (at start) or moved."""
         if muted:
             self._change(recorder, add={"switch"}, reason="switch")
@@ -60,10 +73,10 @@ class MuteController:
             self._change(recorder, remove={"switch", "soft"}, reason="switch")
         self.pending.clear()
 
-    def soft_mute(self, recorder: Any, by: str) -> None:
+    def soft_mute(self, recorder: Recorder, by: str) -> None:
         self._change(recorder, add={"soft"}, reason=f"soft mute by {by}")
 
-    def soft_unmute(self, recorder: Any, by: str, remote: bool) -> bool:
+    def soft_unmute(self, recorder: Recorder, by: str, remote: bool) -> bool:
         """Clear the soft mute; refused when ``remote``. True when it is now listening."""
         if remote:
             self._refuse(recorder, by, "nothing remote can unmute; unmute at the device")
@@ -74,7 +87,7 @@ class MuteController:
         self._change(recorder, remove={"soft"}, reason=f"soft unmute by {by}")
         return not self.muted
 
-    def fault(self, recorder: Any, fault: HardwareFault) -> None:
+    def fault(self, recorder: Recorder, fault: HardwareFault) -> None:
         if fault in self.faults:
             return
         log.error("%s; the device stays muted until this is fixed and it is restarted",
@@ -83,8 +96,9 @@ class MuteController:
         self.bus.publish(fault)
         self._change(recorder, add={"fault"}, reason=f"fault: {fault.key}")
 
-    def enforce(self, recorder: Any) -> None:
-        """After any command: a mute held here is re-applied; a mute made elsewhere is adopted."""
+    def enforce(self, recorder: Recorder) -> None:
+        """After any state change: a mute held here is re-applied; a mute made elsewhere is
+        adopted."""
         if self.muted and recorder.state not in (State.MUTED, State.STOPPED):
             log.warning("an unmute was overridden: the device is held muted by %s",
                         ", ".join(sorted(self.causes)))
@@ -97,7 +111,7 @@ class MuteController:
     def _reason(self) -> str:
         return "+".join(c for c in CAUSES if c in self.causes)
 
-    def _change(self, recorder: Any, add: Collection[str] = (), remove: Collection[str] = (),
+    def _change(self, recorder: Recorder, add: Collection[str] = (), remove: Collection[str] = (),
                 reason: str = "") -> None:
         before = set(self.causes)
         self.causes |= set(add)
@@ -111,10 +125,12 @@ class MuteController:
                 log.info("muted (%s): %s", self._reason(), reason)
             else:
                 log.info("unmuted: %s", reason)
-            self.bus.publish(MuteChanged(self.muted, tuple(c for c in CAUSES if c in self.causes),
-                                         recorder.t, self.clock.wall()))
+            self.bus.publish(MuteChanged(self.muted, self.held_by, recorder.t,
+                                         self.clock.wall()))
+            if self.on_change is not None:
+                self.on_change(recorder)
 
-    def _refuse(self, recorder: Any, by: str, why: str) -> None:
+    def _refuse(self, recorder: Recorder, by: str, why: str) -> None:
         log.warning("unmute by %s refused: %s", by, why)
         self.bus.publish(UnmuteRefused(by, why, recorder.t))
 
@@ -122,8 +138,8 @@ class MuteController:
 class MuteSwitch:
     """A GPIO input for the mute switch. Its callbacks run on gpiozero's thread."""
 
-    def __init__(self, pin: Pin, pull: str, active_high: bool, bounce_s: float, factory: Any,
-                 on_edge: Callable[[bool], None]) -> None:
+    def __init__(self, pin: Pin, pull: str, active_high: bool, bounce_s: float,
+                 factory: Factory | None, on_edge: Callable[[bool], None]) -> None:
         from gpiozero import DigitalInputDevice
 
         pull_up = {"up": True, "down": False, "floating": None}[pull]
@@ -162,7 +178,7 @@ class FrameGuard:
     flight when the switch moved: its audio is replaced by silence.
     """
 
-    def __init__(self, source: Any, pending: threading.Event) -> None:
+    def __init__(self, source: AudioSource, pending: threading.Event) -> None:
         self.inner = source
         self.pending = pending
         self.silenced = 0
@@ -186,6 +202,3 @@ class FrameGuard:
             self.silenced += 1
             return np.zeros_like(frame)
         return frame
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self.inner, attr)

@@ -1,17 +1,17 @@
-"""The hardware subsystem, attached to the daemon as a Plugin.
+"""The hardware subsystem: mute switch, indicator, chimes and cancel button.
 
-It builds the parts named by the ``[hardware]`` config (mute switch, indicator,
-chimes, cancel button) on an explicitly passed gpiozero pin factory, and keeps them
-in step with the recorder from the audio thread:
+It builds the parts named by the ``[hardware]`` config on an explicitly passed
+gpiozero pin factory, and keeps them in step with the recorder on the audio thread:
 
-- gpiozero callbacks only raise a flag or ``daemon.post`` a command;
-- after every frame and every command the indicator is brought up to date, chimes
-  are started (with the recorder gated while they play), and a held mute is
-  re-applied should any other command have unmuted;
+- gpiozero callbacks only raise a flag or post a command to the audio loop;
+- the recorder tells it of each state change (it is one of the recorder's state
+  listeners): it shows the look, starts a chime (gating the recorder while it plays),
+  and re-applies a held mute should any other command have unmuted;
 - a part that cannot be used is a fault: the device stays muted, says why in the log
   (naming the config key) and shows the error look on whatever LEDs work.
 
->>> # plugin = HardwarePlugin.from_config(cfg); Daemon(cfg, source, plugins=[plugin])
+The composition root (edge.compose) wraps the audio source in this subsystem's
+``FrameGuard`` and passes it to the recorder as a state listener.
 """
 
 from __future__ import annotations
@@ -19,32 +19,36 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.errors import ConfigError, EdgeError, HardwareError
-from edge.events import State
+from edge.audio.sources import AudioSource
+from edge.clock import Clock
+from edge.config import Config
+from edge.errors import EdgeError, HardwareError
 from edge.hardware.button import CancelButton
-from edge.hardware.chime import (
-    BuzzerOutput,
-    ChimeOutput,
-    ChimePlayer,
-    PyAudioOutput,
-    chime_seconds,
-)
-from edge.hardware.events import CancelPressed, HardwareFault
+from edge.hardware.chime import BuzzerOutput, ChimeOutput, ChimePlayer, PyAudioOutput, chime_seconds
 from edge.hardware.indicators import Indicator, Look, NoIndicator, build_indicator
 from edge.hardware.mute import FrameGuard, MuteController, MuteSwitch
 from edge.hardware.pins import hardware_error, make_factory, pin_label
 from edge.hardware.profiles import HardwareSpec, resolve
+from edge.pipeline.events import CancelPressed, EventBus, HardwareFault, State, StateChanged
+from edge.pipeline.recorder import Recorder
+from edge.pipeline.runner import Commands
+
+if TYPE_CHECKING:
+    from gpiozero.pins import Factory
 
 log = logging.getLogger(__name__)
+
+STOPPING = ("shutdown", "end_of_stream")
+"""Reasons of the recorder's last state changes as the daemon stops."""
 
 
 @dataclass
 class Parts:
     """The hardware as built; a part that failed is None and has a fault."""
 
-    factory: Any = None
+    factory: Factory | None = None
     switch: MuteSwitch | None = None
     indicator: Indicator = field(default_factory=NoIndicator)
     chime: ChimePlayer | None = None
@@ -74,7 +78,7 @@ def _fault(exc: Exception, key: str) -> HardwareFault:
     return HardwareFault(first if first.startswith("hardware.") else key, text)
 
 
-def build_parts(spec: HardwareSpec, factory: Any = None,
+def build_parts(spec: HardwareSpec, factory: Factory | None = None,
                 chime_output: ChimeOutput | None = None, chime_background: bool = True,
                 on_switch: Callable[[bool], None] = lambda _m: None,
                 on_press: Callable[[], None] = lambda: None,
@@ -116,7 +120,7 @@ def build_parts(spec: HardwareSpec, factory: Any = None,
     return parts
 
 
-def _chime_output(spec: HardwareSpec, factory: Any) -> ChimeOutput:
+def _chime_output(spec: HardwareSpec, factory: Factory | None) -> ChimeOutput:
     if spec.chime_backend == "buzzer":
         assert spec.chime_pin is not None
         try:
@@ -136,84 +140,87 @@ def _chime_output(spec: HardwareSpec, factory: Any) -> ChimeOutput:
 class HardwarePlugin:
     """Mute switch, indicator, chimes and cancel button, kept in step with the recorder."""
 
-    def __init__(self, spec: HardwareSpec, factory: Any = None,
-                 chime_output: ChimeOutput | None = None, chime_background: bool = True) -> None:
+    def __init__(self, spec: HardwareSpec, bus: EventBus, clock: Clock, commands: Commands,
+                 factory: Factory | None = None, chime_output: ChimeOutput | None = None,
+                 chime_background: bool = True) -> None:
         self.spec = spec
+        self.bus = bus
+        self.clock = clock
+        self.commands = commands
         self._own_factory = factory is None
-        self._factory = factory
-        self._chime_output = chime_output
-        self._chime_background = chime_background
-        self.daemon: Any = None
-        self.parts = Parts()
-        self.mute: MuteController | None = None
-        self.cancel_window_s = spec.cancel_window_s if spec.button is not None else 0.0
+        self.mute = MuteController(bus, clock, on_change=self._show)
+        self.parts = build_parts(
+            spec, factory, chime_output, chime_background,
+            on_switch=self._switch_edge, on_press=self._pressed, on_hold=self._held,
+            on_chime_failure=self._chime_failed)
         self.look: Look | None = None
         self.looks: list[Look] = []
         """Every look shown, in order (the log of what a person could see)."""
-        self._last_state: State | None = None
 
     @classmethod
-    def from_config(cls, cfg: Any, **kwargs: Any) -> HardwarePlugin:
-        spec = resolve(cfg.hardware)
-        mode = cfg.upload.mode
-        if spec.leds == "none" and mode != "off":
-            raise ConfigError(
-                f"config key hardware.leds = 'none' is not allowed while upload.mode = "
-                f"{mode!r}: a device that uploads must show when it records; fit an LED "
-                "(hardware.leds) or set upload.mode = 'off'")
-        return cls(spec, **kwargs)
+    def from_config(cls, cfg: Config, bus: EventBus, clock: Clock, commands: Commands,
+                    **kwargs: Any) -> HardwarePlugin:
+        return cls(resolve(cfg.hardware), bus, clock, commands, **kwargs)
 
-    # ---- Plugin -------------------------------------------------------------
+    @property
+    def cancel_window_s(self) -> float:
+        """How long a finished clip waits in memory for the cancel button (0: no button)."""
+        return self.spec.cancel_window_s if self.spec.button is not None else 0.0
 
-    def attach(self, daemon: Any) -> None:
-        self.daemon = daemon
-        self.mute = MuteController(daemon.bus, daemon.clock)
-        self.parts = build_parts(
-            self.spec, self._factory, self._chime_output, self._chime_background,
-            on_switch=self._switch_edge, on_press=self._pressed, on_hold=self._held,
-            on_chime_failure=self._chime_failed)
-        daemon.source = FrameGuard(daemon.source, self.mute.pending)
-        daemon.on_frame.append(self._after_frame)
-        daemon.after_command.append(self._sync)
-        daemon.cancel_window_s = max(daemon.cancel_window_s, self.cancel_window_s)
+    def guard(self, source: AudioSource) -> FrameGuard:
+        """The source as the audio loop must read it: a frame in flight at a mute edge is
+        silenced."""
+        return FrameGuard(source, self.mute.pending)
 
-    def started(self) -> None:
-        """The recorder exists: read the switch before the first frame is captured."""
-        self.daemon.post(self._start)
+    def start(self) -> None:
+        """Read the switch before the first frame is captured."""
+        self.commands.post(self._start)
 
     def close(self) -> None:
-        self.look = Look.OFF
-        self.looks.append(Look.OFF)
+        if self.look is not Look.OFF:
+            self.look = Look.OFF
+            self.looks.append(Look.OFF)
         self.parts.close(own_factory=self._own_factory)
 
-    # ---- for other subsystems (MQTT, a local command) -----------------------
+    # ---- for other subsystems (MQTT, a local command): any thread -----------------------
 
     def request_mute(self, by: str) -> None:
         """Soft mute: adds to the switch; posted to the audio loop."""
-        mute = self.mute
-        assert mute is not None
-        self.daemon.post(lambda rec: mute.soft_mute(rec, by))
+        self.commands.post(lambda rec: self.mute.soft_mute(rec, by))
 
     def request_unmute(self, by: str, remote: bool = True) -> None:
         """Clear the soft mute. Refused when remote; never clears the switch or a fault."""
-        mute = self.mute
-        assert mute is not None
-        self.daemon.post(lambda rec: mute.soft_unmute(rec, by, remote))
+        def unmute(rec: Recorder) -> None:
+            self.mute.soft_unmute(rec, by, remote)
 
-    # ---- gpiozero threads: flag and post only -------------------------------
+        self.commands.post(unmute)
+
+    def set_soft_mute(self, on: bool, by: str, timeout: float) -> tuple[bool, tuple[str, ...]]:
+        """Set or clear the soft mute on the audio loop and wait: whether the device is muted
+        now, and what holds it. Clearing is a local unmute: the caller decides whether a
+        remote request may do that."""
+        def apply(rec: Recorder) -> tuple[bool, tuple[str, ...]]:
+            if on:
+                self.mute.soft_mute(rec, by)
+            else:
+                self.mute.soft_unmute(rec, by, remote=False)
+            return self.mute.muted, self.mute.held_by
+
+        result: tuple[bool, tuple[str, ...]] = self.commands.call(apply, timeout)
+        return result
+
+    # ---- gpiozero threads: flag and post only -------------------------------------------
 
     def _switch_edge(self, muted: bool) -> None:
-        mute = self.mute
-        assert mute is not None
         if muted:
-            mute.pending.set()
-        self.daemon.post(lambda rec: mute.switch(rec, muted))
+            self.mute.pending.set()
+        self.commands.post(lambda rec: self.mute.switch(rec, muted))
 
     def _pressed(self) -> None:
-        self.daemon.post(self._cancel)
+        self.commands.post(self._cancel)
 
     def _held(self) -> None:
-        self.daemon.post(self._toggle_soft_mute)
+        self.commands.post(self._toggle_soft_mute)
 
     def _chime_failed(self, exc: Exception) -> None:
         s = self.spec
@@ -222,20 +229,17 @@ class HardwarePlugin:
         fault = HardwareFault(key, f"{key} = {value!r}: a chime could not play ({exc}); "
                                    "rather than record without its audible alert, the "
                                    "device mutes")
-        mute = self.mute
-        assert mute is not None
 
-        def give_up(rec: Any) -> None:
+        def give_up(rec: Recorder) -> None:
             self.parts.chime = None  # (on the audio thread) no more chimes, no more faults
-            mute.fault(rec, fault)
+            self.mute.fault(rec, fault)
 
-        self.daemon.post(give_up)
+        self.commands.post(give_up)
 
-    # ---- the audio thread -----------------------------------------------------
+    # ---- the audio thread -----------------------------------------------------------------
 
-    def _start(self, recorder: Any) -> None:
+    def _start(self, recorder: Recorder) -> None:
         mute = self.mute
-        assert mute is not None
         for fault in self.parts.faults:
             mute.fault(recorder, fault)
         switch = self.parts.switch
@@ -249,42 +253,37 @@ class HardwarePlugin:
                                                    f"{err} (the mute switch cannot be read)"))
             else:
                 mute.switch(recorder, muted)
+        self._show(recorder)
         self._log_summary(muted=mute.muted)
 
-    def _cancel(self, recorder: Any) -> None:
+    def _cancel(self, recorder: Recorder) -> None:
         cancelled = recorder.cancel()
         if cancelled:
             log.info("cancelled by the button: the clip is discarded")
         else:
             log.info("button pressed, but there was nothing to cancel")
-        self.daemon.bus.publish(CancelPressed(cancelled, recorder.t, self.daemon.clock.wall()))
+        self.bus.publish(CancelPressed(cancelled, recorder.t, self.clock.wall()))
 
-    def _toggle_soft_mute(self, recorder: Any) -> None:
-        mute = self.mute
-        assert mute is not None
-        if "soft" in mute.causes:
-            mute.soft_unmute(recorder, "the button (held)", remote=False)
+    def _toggle_soft_mute(self, recorder: Recorder) -> None:
+        if "soft" in self.mute.causes:
+            self.mute.soft_unmute(recorder, "the button (held)", remote=False)
         else:
-            mute.soft_mute(recorder, "the button (held)")
+            self.mute.soft_mute(recorder, "the button (held)")
 
-    def _after_frame(self) -> None:
-        self._sync(self.daemon.recorder)
-
-    def _sync(self, recorder: Any) -> None:
-        """After each frame and command: hold the mute, chime on changes, refresh the LEDs."""
-        mute = self.mute
-        assert mute is not None
-        mute.enforce(recorder)
-        state = recorder.state
-        if state is not self._last_state:
-            if state is State.RECORDING:
-                self._chime(recorder, "start")
-            elif self._last_state is State.RECORDING:
-                self._chime(recorder, "end")
-            self._last_state = state
+    def state_changed(self, recorder: Recorder, change: StateChanged) -> None:
+        """The recorder's state listener: hold the mute, chime on changes, show the look."""
+        if change.reason in STOPPING:
+            return  # the daemon is stopping: ``close`` turns the lights off, no chime plays
+        self.mute.enforce(recorder)
+        if recorder.state is not State(change.new):
+            return  # enforce changed it again; that change is reported in its own right
+        if change.new == State.RECORDING:
+            self._chime(recorder, "start")
+        elif change.old == State.RECORDING:
+            self._chime(recorder, "end")
         self._show(recorder)
 
-    def _chime(self, recorder: Any, kind: str) -> None:
+    def _chime(self, recorder: Recorder, kind: str) -> None:
         chime = self.parts.chime
         if chime is None:
             return
@@ -292,9 +291,8 @@ class HardwarePlugin:
         recorder.gate(chime_seconds(kind) + self.spec.chime_gate_margin_s)
         chime.play(kind)
 
-    def _show(self, recorder: Any) -> None:
+    def _show(self, recorder: Recorder) -> None:
         mute = self.mute
-        assert mute is not None
         if mute.faults:
             look = Look.ERROR
         else:

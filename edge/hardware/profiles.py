@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from edge.audio.frames import SAMPLE_RATE
+from edge.config import Config, HardwareConfig, replace
 from edge.errors import ConfigError
 from edge.hardware.pins import NONE, gpio_number, pin_label
-
-if TYPE_CHECKING:
-    from edge.config import HardwareConfig
 
 _HAT_BUS = {2: "I2C SDA (codec control)", 3: "I2C SCL (codec control)",
             18: "I2S BCLK", 19: "I2S LRCLK", 20: "I2S DIN (microphones)", 21: "I2S DOUT",
@@ -56,22 +55,22 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile("no-gpio", "a computer without GPIO (development, the demo): no switch, LEDs or "
             "button", input="", device_channels=0, channel=-1, rate=0, mute_pin=NONE),
     Profile("respeaker-2mic-v1", "Seeed ReSpeaker 2-Mics Pi HAT v1.x (WM8960 codec)",
-            input="wm8960", device_channels=2, channel=0, rate=16000, mute_pin=None,
+            input="wm8960", device_channels=2, channel=0, rate=SAMPLE_RATE, mute_pin=None,
             leds="apa102", led_count=3, led_power_pin="GPIO12", led_power_active_high=False,
             button_pin="GPIO17", chime_device="wm8960",
             busy={**_HAT_BUS, 12: "LED power (active low)", 17: "the HAT's button"}),
     Profile("respeaker-2mic-v2", "Seeed ReSpeaker 2-Mics Pi HAT v2.0 (TLV320AIC3104 codec)",
-            input="seeed2micvoicec", device_channels=2, channel=0, rate=16000, mute_pin=None,
+            input="seeed2micvoicec", device_channels=2, channel=0, rate=SAMPLE_RATE, mute_pin=None,
             leds="apa102", led_count=3, led_power_pin="GPIO12", led_power_active_high=False,
             button_pin="GPIO17", chime_device="seeed2micvoicec",
             busy={**_HAT_BUS, 12: "LED power (active low)", 17: "the HAT's button"}),
     Profile("respeaker-4mic", "Seeed ReSpeaker 4-Mic Array for Raspberry Pi (AC108 ADC)",
-            input="seeed-4mic", device_channels=4, channel=0, rate=16000, mute_pin=None,
+            input="seeed-4mic", device_channels=4, channel=0, rate=SAMPLE_RATE, mute_pin=None,
             leds="apa102", led_count=12, led_power_pin="GPIO5", led_power_active_high=True,
             busy={**_HAT_BUS, 5: "LED power (active high)"}),
     Profile("respeaker-usb-4mic", "Seeed ReSpeaker USB Mic Array v2.0 (XVF-3000, 6-channel "
             "firmware: channel 0 is the processed beam) with a GPIO switch and LED",
-            input="ReSpeaker 4 Mic Array", device_channels=6, channel=0, rate=16000,
+            input="ReSpeaker 4 Mic Array", device_channels=6, channel=0, rate=SAMPLE_RATE,
             mute_pin="GPIO22", leds="gpio", led_pins=("GPIO27",), button_pin="GPIO17",
             chime_device="ReSpeaker 4 Mic Array"),
     Profile("generic-usb", "any USB microphone, with a GPIO mute switch and recording LED",
@@ -202,6 +201,15 @@ def resolve(hw: HardwareConfig) -> HardwareSpec:
     return spec
 
 
+def check_indicator(spec: HardwareSpec, upload_mode: str) -> None:
+    """A device that uploads must show when it records: no ``leds = 'none'`` then."""
+    if spec.leds == NONE and upload_mode != "off":
+        raise ConfigError(
+            f"config key hardware.leds = 'none' is not allowed while upload.mode = "
+            f"{upload_mode!r}: a device that uploads must show when it records; fit an LED "
+            "(hardware.leds) or set upload.mode = 'off'")
+
+
 def _check_conflicts(spec: HardwareSpec) -> None:
     prof = spec.profile
     busy: dict[int, str] = dict(prof.busy)
@@ -227,10 +235,8 @@ def _check_conflicts(spec: HardwareSpec) -> None:
                               f"hardware/{prof.name}/README.md)")
 
 
-def apply_audio(cfg: Any) -> Any:
+def apply_audio(cfg: Config) -> Config:
     """``cfg`` with the profile's capture device, channel and rate where audio left the default."""
-    from edge.config import replace
-
     prof = profile(cfg.hardware.profile)
     audio = cfg.audio
     changes: dict[str, Any] = {}

@@ -12,3 +12,11 @@ faster than real time, and come out as a report researchers can publish.
 
 Nothing here is imported by the daemon; matplotlib and tqdm are imported lazily.
 """
+
+from edge import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "batch": ("StreamScorer",),
+    "corpus": ("Job",),
+    "report": ("write_report",),
+})

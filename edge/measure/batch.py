@@ -1,6 +1,6 @@
 """Per-frame scores of a whole stream, chunk by chunk, bit for bit the device's.
 
-The live device's :class:`~edge.engine.StreamingEngine` runs every frame here
+The live device's :class:`~edge.wake.engine.StreamingEngine` runs every frame here
 too, with its idle gate, its streamed embedding and its classifiers, so a score
 can never differ from the device's. What is batched is the melspectrogram
 model: for a chunk of frames, the rows of every frame (the frame plus its 480
@@ -12,7 +12,7 @@ batch: a second batch tries the frames the first left, and any still left are
 computed alone when the engine asks.
 
 Why the embedding is not batched as well: the device streams it
-(:mod:`edge.streaming_embedding`), which costs less per frame than onnxruntime
+(:mod:`edge.wake.embedding`), which costs less per frame than onnxruntime
 over a whole batch of windows, and a batched stream step is not bit-identical
 to the per-frame one (BLAS sums in a different order for a different matrix
 size), and the tool must never disagree with the device.
@@ -21,7 +21,7 @@ Each batch is checked on the kept frame nearest the floor against the unbatched
 model; on any difference the cache switches itself off and every row is
 computed as the engine would (slower, still exact).
 
->>> scorer = StreamScorer(build_engine(cfg.wake))
+>>> scorer = StreamScorer.build(cfg.wake)
 >>> for frames, scores in scorer.run(chunks):   # (n, 1280) int16 -> (n, models)
 ...     ...
 """
@@ -30,11 +30,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import numpy as np
 
-from edge.engine import FRAME_SAMPLES, MEL_CONTEXT, FeatureModels, WakeEngine
+from edge.audio.frames import FRAME_SAMPLES
+from edge.audio.sources import AudioSource
+from edge.config import WakeConfig
+from edge.wake.detector import build_engine
+from edge.wake.embedding import StreamingEmbedding
+from edge.wake.engine import MEL_CONTEXT, FeatureModels, StreamingEngine, WakeEngine
+from edge.wake.models import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +73,11 @@ class BatchedMel:
         self.hits = 0
         self.misses = 0
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._features, name)
+    def embeddings(self, windows: np.ndarray) -> np.ndarray:
+        return self._features.embeddings(windows)
+
+    def streaming_embedding(self) -> StreamingEmbedding:
+        return self._features.streaming_embedding()
 
     def prefetch(self, windows: np.ndarray) -> None:
         """Compute the rows of ``windows`` (n, 1760) float32 in one call.
@@ -141,18 +149,31 @@ class StreamScorer:
     openwakeword engine) is run frame by frame, unbatched.
     """
 
-    def __init__(self, engine: WakeEngine, chunk_frames: int = CHUNK_FRAMES) -> None:
+    def __init__(self, engine: WakeEngine, mel: BatchedMel | None = None,
+                 chunk_frames: int = CHUNK_FRAMES) -> None:
         self.engine = engine
+        self.mel = mel
+        """The batched melspectrogram the engine was built on (None: unbatched)."""
         self.chunk_frames = chunk_frames
-        features = getattr(engine, "features", None)
-        self.mel: BatchedMel | None = features if isinstance(features, BatchedMel) else None
-        if isinstance(features, FeatureModels):
-            self.mel = BatchedMel(features)
-            # The engine takes its feature models at construction; lending it the batched
-            # wrapper changes where mel rows come from, never what they are.
-            engine.features = self.mel  # type: ignore[attr-defined]
-        gate = getattr(engine, "idle_gate_dbfs", None)
-        self.gate_dbfs: float | None = float(gate) if gate is not None else None
+        self.gate_dbfs = engine.idle_gate_dbfs if isinstance(engine, StreamingEngine) else None
+
+    @classmethod
+    def build(cls, wake: WakeConfig, store: ModelStore | None = None,
+              chunk_frames: int = CHUNK_FRAMES) -> StreamScorer:
+        """The engine ``[wake]`` names, built on a batched melspectrogram where it has one."""
+        batched: list[BatchedMel] = []
+
+        def batch(features: FeatureModels) -> BatchedMel:
+            batched.append(BatchedMel(features))
+            return batched[-1]
+
+        engine = build_engine(wake, store, features=batch)
+        return cls(engine, batched[0] if batched else None, chunk_frames)
+
+    @property
+    def frames_skipped(self) -> int:
+        """Frames the engine's idle gate skipped so far (0 for an engine without one)."""
+        return self.engine.frames_skipped if isinstance(self.engine, StreamingEngine) else 0
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -205,7 +226,7 @@ def _near_loud(block: np.ndarray, gate_dbfs: float) -> np.ndarray:
     return near
 
 
-def frame_chunks(source: Any, chunk_frames: int = CHUNK_FRAMES,
+def frame_chunks(source: AudioSource, chunk_frames: int = CHUNK_FRAMES,
                  lead_frames: int = 0, tail_frames: int = 0) -> Iterator[np.ndarray]:
     """Chunks (n, 1280) of a source's frames, with optional silent frames before and after."""
     buf = np.zeros((chunk_frames, FRAME_SAMPLES), dtype=np.int16)

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.audio.frames import FRAME_S
 from edge.measure.sweep import SweepPoint
-from edge.policy import FRAME_S
 
 MAX_POINTS = 4000
 """A timeline longer than this is drawn as the maximum score per bin, so no peak is lost."""

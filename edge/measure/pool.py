@@ -21,20 +21,23 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge.app import build_engine, build_policy, model_store
 from edge.audio.file import FileSource
+from edge.audio.frames import FRAME_S, FRAME_SAMPLES, SAMPLE_RATE
+from edge.audio.ringbuffer import RingBuffer
 from edge.config import Config
-from edge.engine import FRAME_SAMPLES, SAMPLE_RATE
 from edge.errors import EdgeError
 from edge.measure.batch import StreamScorer, frame_chunks
 from edge.measure.corpus import Job
-from edge.policy import FRAME_S, Detection
-from edge.recorder import frames_for
-from edge.ringbuffer import RingBuffer
+from edge.pipeline.recorder import frames_for
+from edge.wake.detector import build_policy, model_store
+from edge.wake.policy import Detection
+
+if TYPE_CHECKING:
+    from multiprocessing import Queue
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +89,8 @@ class Worker:
         self.setup = setup
         self.cfg = setup.cfg
         self.progress = progress
-        engine = build_engine(self.cfg.wake, model_store(self.cfg.wake))
-        self.scorer = StreamScorer(engine)
-        self.names = engine.model_names
+        self.scorer = StreamScorer.build(self.cfg.wake, model_store(self.cfg.wake))
+        self.names = self.scorer.model_names
         self.policy = build_policy(self.cfg.wake, self.names)
         self.pad_frames = round(setup.pad_s / FRAME_S)
 
@@ -99,8 +101,7 @@ class Worker:
             return FileResult(job, error=str(exc))
         pad = self.pad_frames if job.kind == "positive" else 0
         cutter = SnippetCutter(self, job) if job.kind == "negative" else None
-        engine = self.scorer.engine
-        skipped0 = int(getattr(engine, "frames_skipped", 0))
+        skipped0 = self.scorer.frames_skipped
         parts: list[np.ndarray] = []
         try:
             for block, scores in self.scorer.run(frame_chunks(source, lead_frames=pad,
@@ -120,7 +121,7 @@ class Worker:
         scores = np.concatenate(parts) if parts else np.zeros((0, len(self.names)), np.float32)
         return FileResult(job, round((len(scores) - 2 * pad) * FRAME_S, 6), scores,
                           cutter.snippets if cutter is not None else [],
-                          frames_skipped=int(getattr(engine, "frames_skipped", 0)) - skipped0)
+                          frames_skipped=self.scorer.frames_skipped - skipped0)
 
 
 @dataclass
@@ -193,11 +194,11 @@ class SnippetCutter:
 # ---- the pool --------------------------------------------------------------
 
 _setup: Setup | None = None
-_queue: Any = None
+_queue: Queue[float] | None = None
 _worker: Worker | None = None
 
 
-def _init(setup: Setup, progress_queue: Any) -> None:
+def _init(setup: Setup, progress_queue: Queue[float]) -> None:
     global _setup, _queue
     _setup, _queue = setup, progress_queue
 
@@ -206,6 +207,7 @@ def _run(job: Job) -> FileResult:
     global _worker
     assert _setup is not None
     if _worker is None:  # built here, not in the initializer, so its errors reach the caller
+        assert _queue is not None
         _worker = Worker(_setup, _queue.put)
     return _worker.run(job)
 

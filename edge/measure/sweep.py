@@ -1,8 +1,8 @@
 """The threshold sweep: the device's detection policy, once per threshold, over stored scores.
 
 One pass over the audio gives every frame's scores; each threshold then only
-replays :class:`edge.policy.DetectionPolicy` over them, with the device's
-patience and refractory grouping (built by :func:`edge.app.build_policy`), so
+replays :class:`edge.wake.policy.DetectionPolicy` over them, with the device's
+patience and refractory grouping (built by :func:`edge.wake.detector.build_policy`), so
 one utterance counts once, exactly as the device would count it.
 
 Rates, per model and threshold:
@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from edge.app import build_policy
 from edge.config import WakeConfig
-from edge.policy import Detection, DetectionPolicy, ModelPolicy
+from edge.wake.detector import build_policy
+from edge.wake.policy import Detection, DetectionPolicy, ModelPolicy
 
 DEFAULT_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 """0.05 to 0.95 in steps of 0.05 (the device's own threshold is always added)."""
@@ -57,7 +57,7 @@ def policy_at(wake: WakeConfig, names: tuple[str, ...], model: str,
 
 
 def activations(scores: np.ndarray, model: ModelPolicy) -> list[Detection]:
-    """Detections of one model's per-frame scores, as ``edge.policy.detections_over`` gives.
+    """Detections of one model's per-frame scores, as ``edge.wake.policy.detections_over`` gives.
 
     Only frames at or above the threshold, and the frame after each, are fed to
     the policy: a frame below the threshold that follows another one leaves the

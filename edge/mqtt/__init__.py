@@ -3,3 +3,11 @@
 Importing this package imports no paho: the daemon pays for MQTT only when
 ``[mqtt] enabled = true``.
 """
+
+from edge import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "device": ("MqttPlugin",),
+    "topics": ("DeviceTopics", "BrokerSettings"),
+    "client": ("MqttConnection",),
+})

@@ -20,11 +20,16 @@ import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.destinations import need_file, read_secret
 from edge.errors import ConfigError
 from edge.mqtt.topics import BrokerSettings
+from edge.privacy.secrets import need_tls_files, read_secret
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +58,7 @@ def new_client(s: BrokerSettings, client_id: str, will: Will | None = None) -> A
     client.max_queued_messages_set(MAX_QUEUED)
     client.reconnect_delay_set(1, 60)
     if s.tls:
-        for key in ("ca", "cert", "key"):
-            need_file(getattr(s, key), f"{s.key_prefix}.{key}")
+        need_tls_files(s.key_prefix, s.ca, s.cert, s.key)
         try:
             client.tls_set(ca_certs=s.ca or None, certfile=s.cert or None,
                            keyfile=s.key or None, cert_reqs=ssl.CERT_REQUIRED)
@@ -93,6 +97,7 @@ class MqttConnection:
         self.connected = threading.Event()
         self.connects = 0
         self._subscriptions: list[str] = []
+        self._pending_subacks: set[int] = set()
         self._client: Any = None
         self._last_error = ""
         self._stopping = False
@@ -110,6 +115,7 @@ class MqttConnection:
         client.on_connect_fail = self._connect_failed
         client.on_disconnect = self._disconnected
         client.on_message = self._message
+        client.on_subscribe = self._subscribed
         self._client = client
         client.connect_async(self.settings.host, self.settings.port,
                              keepalive=self.settings.keepalive_s)
@@ -146,7 +152,8 @@ class MqttConnection:
 
     # ---- paho's network thread ----------------------------------------------
 
-    def _connected(self, client: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+    def _connected(self, client: Client, _u: object, _flags: ConnectFlags, reason: ReasonCode,
+                   _props: Properties | None) -> None:
         if reason.is_failure:
             msg = f"{self.settings.where} refused the connection ({reason})"
             if msg != self._last_error:
@@ -157,8 +164,23 @@ class MqttConnection:
         self.connects += 1
         self._last_error = ""
         log.info("connected to %s", self.settings.where)
+        # Ready only once the broker has acknowledged every subscription: a command sent
+        # the moment this connection says it is up must not be lost.
+        self._pending_subacks = set()
         for topic in self._subscriptions:
-            client.subscribe(topic, **subscribe_options(self.settings.protocol))
+            _rc, mid = client.subscribe(topic, **subscribe_options(self.settings.protocol))
+            if mid is not None:
+                self._pending_subacks.add(mid)
+        if not self._pending_subacks:
+            self._ready()
+
+    def _subscribed(self, _c: Client, _u: object, mid: int, _codes: object,
+                    _props: Properties | None) -> None:
+        self._pending_subacks.discard(mid)
+        if not self._pending_subacks and not self.connected.is_set():
+            self._ready()
+
+    def _ready(self) -> None:
         self.connected.set()
         if self.on_connect is not None:
             try:
@@ -166,7 +188,7 @@ class MqttConnection:
             except Exception:
                 log.exception("MQTT on-connect handler failed")
 
-    def _connect_failed(self, _c: Any, _u: Any) -> None:
+    def _connect_failed(self, _c: Client, _u: object) -> None:
         msg = f"cannot reach {self.settings.where}"
         if msg != self._last_error:
             log.warning("%s; retrying in the background (check %s.host and %s.port, and that "
@@ -174,12 +196,13 @@ class MqttConnection:
                         self.settings.key_prefix)
             self._last_error = msg
 
-    def _disconnected(self, _c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+    def _disconnected(self, _c: Client, _u: object, _flags: DisconnectFlags, reason: ReasonCode,
+                      _props: Properties | None) -> None:
         if self.connected.is_set() and not self._stopping:
             log.warning("disconnected from %s (%s); reconnecting", self.settings.where, reason)
         self.connected.clear()
 
-    def _message(self, _c: Any, _u: Any, msg: Any) -> None:
+    def _message(self, _c: Client, _u: object, msg: MQTTMessage) -> None:
         if self.on_message is not None:
             try:
                 self.on_message(msg)

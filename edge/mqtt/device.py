@@ -1,21 +1,30 @@
 """The device on MQTT: status, state and activation events out; checked commands in.
 
-``MqttPlugin`` attaches to the daemon like any subsystem. Threads and what they do:
+``MqttPlugin`` is built by the composition root (edge.compose) with the collaborators
+its commands need: the audio loop's command queue, the mute, the activation log, the
+live purge. Threads and what they do:
 
-- the bus thread (``events-mqtt``) turns recorder events into ``state`` and
-  ``event/activation`` messages (metadata only: no audio is ever published here);
+- the bus thread (``events-mqtt``) turns events into ``state`` and ``event/activation``
+  messages (metadata only: no audio is ever published here). What the state message
+  says of the recorder (mode, thresholds, mute causes, the loop's real-time factor) is
+  taken from those events alone;
 - paho's network thread only queues what arrives (a retained command is dropped);
 - the plugin's own worker checks each command and runs it: anything that touches the
-  recorder is posted to the audio loop (``daemon.post``), and the result is published
-  once the loop has run it.
+  recorder runs on the audio loop (``Commands.call``), and the result is published once
+  the loop has run it; a label is answered when the activation log has written it.
 
 Commands (``cmd/<name>``, answered on ``cmd/<name>/result`` echoing ``tx``): ``label``,
 ``set_threshold`` (within ``mqtt.threshold_min`` .. ``threshold_max``), ``mute`` (the
 soft mute; it never clears the hardware switch), ``stats``, and ``purge`` (twice: the
-first answer holds a confirmation token). See ``edge.mqtt.commands`` for the payloads.
+first answer holds a confirmation token). See ``edge.mqtt.command_payloads`` for the payloads.
 
->>> daemon = Daemon(cfg, source, plugins=[HardwarePlugin.from_config(cfg),
-...                 ActivationLogPlugin(cfg), MqttPlugin(cfg)])      # doctest: +SKIP
+Why one module of over 400 lines: the state the device publishes and the commands that
+change it share one lock, one worker thread and one connection; what could stand apart
+already does (payload checks in command_payloads, topics, messages, discovery).
+
+>>> mqtt = MqttPlugin(cfg, clock, commands, thresholds={"hey_jarvis": 0.5},
+...                   mute=hardware, labeler=activation_log)          # doctest: +SKIP
+>>> bus.subscribe("mqtt", mqtt.on_event); mqtt.start()                 # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -25,20 +34,37 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from edge import __version__, identity
-from edge.clock import Clock, SystemClock
+from edge import __version__
+from edge.clock import Clock, iso
+from edge.config import Config
 from edge.errors import EdgeError
-from edge.events import ActivationEnded, State, StateChanged
-from edge.mqtt import commands
+from edge.mqtt import command_payloads as commands
 from edge.mqtt.client import MqttConnection, Will
 from edge.mqtt.discovery import discovery_payload, discovery_topic
-from edge.mqtt.messages import activation_message, encode, iso, state_message
+from edge.mqtt.messages import activation_message, encode, state_message
 from edge.mqtt.topics import BrokerSettings, DeviceTopics
-from edge.policy import FRAME_S
+from edge.pipeline.events import (
+    ActivationEnded,
+    HardwareFault,
+    LoopHealth,
+    MuteChanged,
+    State,
+    StateChanged,
+    ThresholdChanged,
+)
+from edge.pipeline.outcome import counts_as_false
+from edge.pipeline.recorder import Recorder
+from edge.pipeline.runner import Commands, CommandTimeout
+from edge.privacy import identity
+from edge.privacy.retention import Removed
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import MQTTMessage
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +79,35 @@ STALL_S = 3.0
 HOUR_S = 3600.0
 
 
+RTF_SMOOTHING = 0.8
+"""Weight of the previous real-time factor at each ``LoopHealth`` (about a second apart)."""
+
+
 class CommandFailed(Exception):
     """A checked command that could not be carried out; the message says why."""
+
+
+class MuteControl(Protocol):
+    """The device's mute (edge.hardware): the soft mute only adds to the switch."""
+
+    def set_soft_mute(self, on: bool, by: str, timeout: float
+                      ) -> tuple[bool, tuple[str, ...]]: ...
+
+
+class Labeler(Protocol):
+    """The activation log: labels are written on its own thread."""
+
+    def label(self, ref: str, label: str, source: str) -> Future[str]: ...
+
+
+class Purger(Protocol):
+    """Deletes the stored audio while the daemon runs (edge.upload.live_purge)."""
+
+    def purge(self) -> list[Removed]: ...
+
+
+StatsReport = Callable[[str | None], dict[str, Any]]
+"""The activation log's statistics since a ``--since``-style time (None: all of it)."""
 
 
 @dataclass
@@ -65,55 +118,52 @@ class _Recent:
 
     @property
     def false(self) -> bool:
-        return self.label == "false" or (self.label == "unknown" and self.likely_false)
+        return counts_as_false(self.label, self.likely_false)
 
 
 class MqttPlugin:
     """Publishes the device's state and events; runs commands from ``cmd/<name>``."""
 
-    def __init__(self, cfg: Any, *, device_id: str | None = None, clock: Clock | None = None,
-                 settings: BrokerSettings | None = None) -> None:
+    def __init__(self, cfg: Config, clock: Clock, commands: Commands, *,
+                 thresholds: Mapping[str, float], mute: MuteControl,
+                 device_id: str | None = None, settings: BrokerSettings | None = None,
+                 labeler: Labeler | None = None, purger: Purger | None = None,
+                 stats: StatsReport | None = None) -> None:
         self.cfg = cfg
         self.m = cfg.mqtt
+        self.clock = clock
+        self.commands = commands
+        self.mute = mute
+        self.labeler = labeler
+        self.purger = purger
+        self.stats = stats
         self.settings = settings or BrokerSettings.from_config(self.m)
-        self._given_id = device_id
-        self._given_clock = clock
-        self.clock: Clock = clock or SystemClock()
-        self.daemon: Any = None
-        self.topics: DeviceTopics | None = None
+        device_id = device_id or identity.device_id(cfg.state_path)
+        self.topics = DeviceTopics(self.m.base_topic, device_id)
         self.conn: MqttConnection | None = None
         self.handled = 0
         self.refused = 0
         self.ignored_retained = 0
-        self._lock = threading.Lock()
         self._q: queue.Queue[Any] = queue.Queue(maxsize=256)
         self._worker = threading.Thread(target=self._work, name="mqtt-commands", daemon=True)
         self._stop = threading.Event()
+        self._start_mono = clock.monotonic()
+        self._purge_token: tuple[str, float] | None = None
+        # What the events said, written on the bus thread and read under the lock.
+        self._lock = threading.Lock()
         self._mode = State.LISTENING.value
         self._mute_causes: tuple[str, ...] = ()
         self._fault: str | None = None
-        self._thresholds: dict[str, float] = {}
+        self._thresholds: dict[str, float] = dict(thresholds)
         self._last: dict[str, Any] | None = None
         self._recent: dict[str, _Recent] = {}
-        self._start_mono = 0.0
-        self._cpu_last: float | None = None
         self._rtf: float | None = None
-        self._last_frame: float | None = None
-        self._soft_fallback = False
-        self._purge_token: tuple[str, float] | None = None
+        self._alive_at: float | None = None
+        """``time.monotonic()`` when the audio loop was last seen capturing."""
 
-    # ---- Plugin -----------------------------------------------------------------
-
-    def attach(self, daemon: Any) -> None:
-        self.daemon = daemon
-        self.clock = self._given_clock or daemon.clock
-        self._start_mono = self.clock.monotonic()
-        device_id = self._given_id or identity.device_id(self.cfg.state_path)
-        self.topics = t = DeviceTopics(self.m.base_topic, device_id)
-        self._thresholds = {p.model: p.threshold for p in daemon.detector.policy.models}
-        daemon.bus.subscribe("mqtt", self._on_event)
-        daemon.on_frame.append(self._on_frame)
-        self.conn = MqttConnection(self.settings, f"edge-recorder-{device_id}",
+    def start(self) -> None:
+        t = self.topics
+        self.conn = MqttConnection(self.settings, f"edge-recorder-{t.device_id}",
                                    will=Will(t.status, "offline"),
                                    on_message=self._on_message, on_connect=self._on_connect)
         self.conn.subscribe(t.commands)
@@ -128,7 +178,7 @@ class MqttPlugin:
         self._q.put(None)
         if self._worker.is_alive():
             self._worker.join(AUDIO_LOOP_TIMEOUT_S + 2.0)
-        if self.conn is not None and self.topics is not None:
+        if self.conn is not None:
             self.conn.stop(final=[(self.topics.status, "offline", 1, True)])
 
     # ---- what the device says -------------------------------------------------------
@@ -138,10 +188,10 @@ class MqttPlugin:
         now = self.clock.wall()
         with self._lock:
             mode, error = self._mode, self._fault
-            stale = (self._last_frame is not None and mode in ("listening", "recording")
-                     and time.monotonic() - self._last_frame > STALL_S)
-            if error is None and stale:
-                error = f"no audio for {time.monotonic() - self._last_frame:.0f} s"  # type: ignore[operator]
+            quiet = (time.monotonic() - self._alive_at if self._alive_at is not None
+                     and mode in ("listening", "recording") else 0.0)
+            if error is None and quiet > STALL_S:
+                error = f"no audio for {quiet:.0f} s"
             if error is not None:
                 mode = "error"
             if mode not in ("listening", "recording", "muted", "error"):
@@ -159,39 +209,49 @@ class MqttPlugin:
     def publish_state(self) -> None:
         if self._mode == State.STOPPED.value:
             return  # shutting down: the retained state keeps the last real mode
-        if self.conn is not None and self.topics is not None:
+        if self.conn is not None:
             self.conn.publish(self.topics.state, encode(self.state()), qos=1, retain=True)
 
     def _on_connect(self) -> None:
         """paho's thread, after each (re)connect: availability, discovery, state."""
-        assert self.conn is not None and self.topics is not None
+        assert self.conn is not None
         self.conn.publish(self.topics.status, "online", qos=1, retain=True)
         self._announce()
         self.publish_state()
 
     def _announce(self) -> None:
-        if self.m.discovery and self.conn is not None and self.topics is not None:
+        if self.m.discovery and self.conn is not None:
             self.conn.publish(discovery_topic(self.m.discovery_prefix, self.topics.device_id),
                               encode(discovery_payload(self.topics)), qos=1, retain=True)
 
     # ---- the bus thread ---------------------------------------------------------
 
-    def _on_event(self, ev: Any) -> None:
-        kind = type(ev).__name__
+    def on_event(self, ev: object) -> None:
+        """The bus's subscriber: the device's state as the events tell it."""
+        if isinstance(ev, LoopHealth):
+            with self._lock:
+                self._alive_at = ev.monotonic
+                self._rtf = ev.rtf if self._rtf is None else \
+                    RTF_SMOOTHING * self._rtf + (1 - RTF_SMOOTHING) * ev.rtf
+            return  # about once a second: it changes no message by itself
         if isinstance(ev, StateChanged):
             with self._lock:
                 self._mode = ev.new
-            self.publish_state()
+                self._alive_at = time.monotonic()  # capture (re)starts now, or stops
         elif isinstance(ev, ActivationEnded):
             self._activation(ev)
-        elif kind == "MuteChanged":
+        elif isinstance(ev, MuteChanged):
             with self._lock:
                 self._mute_causes = tuple(ev.causes)
-            self.publish_state()
-        elif kind == "HardwareFault":
+        elif isinstance(ev, HardwareFault):
             with self._lock:
                 self._fault = f"{ev.key}: {ev.message}"
-            self.publish_state()
+        elif isinstance(ev, ThresholdChanged):
+            with self._lock:
+                self._thresholds = dict(ev.thresholds)
+        else:
+            return
+        self.publish_state()
 
     def _activation(self, ev: ActivationEnded) -> None:
         d = ev.detection
@@ -204,23 +264,12 @@ class MqttPlugin:
                           "wall_time": round(ev.wall_time, 3), "model": d.model,
                           "score": round(float(d.score), 4)}
             self._recent[ev.activation_id] = _Recent(ev.wall_time, ev.likely_false)
-        if self.conn is not None and self.topics is not None:
+        if self.conn is not None:
             self.conn.publish(self.topics.activation, encode(msg), qos=1, retain=False)
-        self.publish_state()
-
-    # ---- the audio thread (one cheap hook per frame) -------------------------------
-
-    def _on_frame(self) -> None:
-        cpu = time.thread_time()
-        if self._cpu_last is not None:
-            r = (cpu - self._cpu_last) / FRAME_S
-            self._rtf = r if self._rtf is None else 0.98 * self._rtf + 0.02 * r
-        self._cpu_last = cpu
-        self._last_frame = time.monotonic()
 
     # ---- paho's network thread: queue only --------------------------------------------
 
-    def _on_message(self, msg: Any) -> None:
+    def _on_message(self, msg: MQTTMessage) -> None:
         topic = str(msg.topic)
         if self.m.discovery and topic == f"{self.m.discovery_prefix}/status":
             if bytes(msg.payload).strip() == b"online":
@@ -231,7 +280,6 @@ class MqttPlugin:
             log.warning("ignored a retained command on %s: commands must not be retained",
                         topic)
             return
-        assert self.topics is not None
         prefix = self.topics.root + "/cmd/"
         if topic.startswith(prefix):
             self._offer(("cmd", topic[len(prefix):], bytes(msg.payload)))
@@ -268,7 +316,7 @@ class MqttPlugin:
                 next_state = time.monotonic() + self.m.state_interval_s
 
     def _command(self, name: str, payload: bytes) -> None:
-        assert self.conn is not None and self.topics is not None
+        assert self.conn is not None
         answer_on = self.topics.result(commands.safe_name(name))
         try:
             cmd = commands.parse(name, payload)
@@ -278,58 +326,75 @@ class MqttPlugin:
             self.conn.publish(answer_on, commands.error(commands.safe_name(name), exc.tx,
                                                         str(exc)), qos=1)
             return
-        handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(self, f"_cmd_{cmd.name}")
+        handler: Callable[[dict[str, Any]], dict[str, Any] | Future[dict[str, Any]]] = \
+            getattr(self, f"_cmd_{cmd.name}")
         try:
             data = handler(cmd.args)
         except (CommandFailed, EdgeError) as exc:
+            self._answer(cmd, answer_on, error=exc)
+            return
+        if isinstance(data, Future):  # answered when done, on whichever thread finishes it
+            data.add_done_callback(lambda done: self._answer_future(cmd, answer_on, done))
+        else:
+            self._answer(cmd, answer_on, data)
+
+    def _answer_future(self, cmd: commands.Command, topic: str,
+                       done: Future[dict[str, Any]]) -> None:
+        try:
+            data = done.result()
+        except (CommandFailed, EdgeError) as exc:
+            self._answer(cmd, topic, error=exc)
+        except Exception as exc:
+            log.exception("MQTT command %s failed", cmd.name)
+            self._answer(cmd, topic, error=exc)
+        else:
+            self._answer(cmd, topic, data)
+
+    def _answer(self, cmd: commands.Command, topic: str, data: dict[str, Any] | None = None,
+                error: BaseException | None = None) -> None:
+        assert self.conn is not None
+        if error is not None:
             self.refused += 1
-            log.warning("MQTT command %s failed: %s", cmd.name, exc)
-            self.conn.publish(answer_on, commands.error(cmd.name, cmd.tx, str(exc)), qos=1)
+            log.warning("MQTT command %s failed: %s", cmd.name, error)
+            self.conn.publish(topic, commands.error(cmd.name, cmd.tx, str(error)), qos=1)
             return
         self.handled += 1
         log.info("MQTT command %s done", cmd.name)
-        self.conn.publish(answer_on, commands.result(cmd.name, cmd.tx, True, **data), qos=1)
+        self.conn.publish(topic, commands.result(cmd.name, cmd.tx, True, **(data or {})), qos=1)
 
-    def _on_audio_thread(self, fn: Callable[[Any], Any]) -> Any:
+    def _on_audio_thread(self, fn: Callable[[Recorder], Any]) -> Any:
         """Run ``fn(recorder)`` between frames and wait for it; its value or its error."""
-        done = threading.Event()
-        box: dict[str, Any] = {}
-
-        def run(rec: Any) -> None:
-            try:
-                box["value"] = fn(rec)
-            except Exception as exc:
-                box["error"] = exc
-            finally:
-                done.set()
-
-        self.daemon.post(run)
-        if not done.wait(AUDIO_LOOP_TIMEOUT_S):
-            raise CommandFailed(f"the audio loop did not run the command within "
-                                f"{AUDIO_LOOP_TIMEOUT_S:g} s (is the recorder stopped?)")
-        if "error" in box:
-            raise CommandFailed(f"the command failed on the audio loop: {box['error']}")
-        return box.get("value")
-
-    def _plugin_with(self, method: str) -> Any:
-        for p in self.daemon.plugins:
-            if p is not self and callable(getattr(p, method, None)):
-                return p
-        return None
+        try:
+            return self.commands.call(fn, AUDIO_LOOP_TIMEOUT_S)
+        except CommandTimeout as exc:
+            raise CommandFailed(str(exc)) from None
+        except Exception as exc:
+            raise CommandFailed(f"the command failed on the audio loop: {exc}") from None
 
     # -- label
 
-    def _cmd_label(self, args: dict[str, Any]) -> dict[str, Any]:
-        log_plugin = self._plugin_with("label")
-        if log_plugin is None:
+    def _cmd_label(self, args: dict[str, Any]) -> Future[dict[str, Any]]:
+        if self.labeler is None:
             raise CommandFailed("the activation log is off on this device "
                                 "(activations.enabled = false); nothing to label")
-        aid = log_plugin.label(args["activation"], args["label"], args.get("source", "mqtt"))
-        with self._lock:
-            if aid in self._recent:
-                self._recent[aid].label = args["label"]
-        self.publish_state()
-        return {"activation": aid, "label": args["label"]}
+        label = args["label"]
+        written = self.labeler.label(args["activation"], label, args.get("source", "mqtt"))
+        answer: Future[dict[str, Any]] = Future()
+
+        def done(f: Future[str]) -> None:
+            try:
+                aid = f.result()
+            except Exception as exc:
+                answer.set_exception(exc)
+                return
+            with self._lock:
+                if aid in self._recent:
+                    self._recent[aid].label = label
+            self.publish_state()
+            answer.set_result({"activation": aid, "label": label})
+
+        written.add_done_callback(done)
+        return answer
 
     # -- set_threshold
 
@@ -343,11 +408,8 @@ class MqttPlugin:
             raise CommandFailed(f"set_threshold: threshold {value:g} is out of bounds; give "
                                 f"{lo:g} to {hi:g} (mqtt.threshold_min/max)")
         old = self._thresholds[model]
-        self._on_audio_thread(lambda rec: rec.policy.set_threshold(model, value))
-        with self._lock:
-            self._thresholds[model] = value
+        self._on_audio_thread(lambda rec: rec.set_threshold(model, value))
         log.info("threshold of %s set from %g to %g over MQTT", model, old, value)
-        self.publish_state()
         return {"model": model, "threshold": value, "previous": old}
 
     # -- mute
@@ -357,31 +419,10 @@ class MqttPlugin:
         if not on and not self.m.allow_remote_unmute:
             raise CommandFailed("mute: a remote unmute is refused on this device "
                                 "(mqtt.allow_remote_unmute = false); unmute at the device")
-        hw = self._plugin_with("request_unmute")
-        controller = getattr(hw, "mute", None) if hw is not None else None
-
-        def apply(rec: Any) -> tuple[bool, tuple[str, ...]]:
-            if controller is not None:
-                # the hardware's mute controller: the soft mute only adds to the switch
-                if on:
-                    controller.soft_mute(rec, "mqtt")
-                else:
-                    controller.soft_unmute(rec, "mqtt", remote=False)
-                return controller.muted, tuple(c for c in ("switch", "soft", "fault")
-                                               if c in controller.causes)
-            if on:
-                rec.mute("soft")
-                self._soft_fallback = True
-            elif self._soft_fallback:
-                rec.unmute("soft")
-                self._soft_fallback = False
-            muted = rec.state is State.MUTED
-            return muted, ("soft",) if muted else ()
-
-        muted, causes = self._on_audio_thread(apply)
-        with self._lock:
-            self._mute_causes = causes
-        self.publish_state()
+        try:
+            muted, causes = self.mute.set_soft_mute(on, "mqtt", AUDIO_LOOP_TIMEOUT_S)
+        except CommandTimeout as exc:
+            raise CommandFailed(str(exc)) from None
         out: dict[str, Any] = {"soft_mute": on, "muted": muted, "mute_causes": list(causes)}
         if not on and muted:
             out["note"] = f"the soft mute is off, but the device stays muted by " \
@@ -391,7 +432,7 @@ class MqttPlugin:
     # -- stats
 
     def _cmd_stats(self, args: dict[str, Any]) -> dict[str, Any]:
-        def snapshot(rec: Any) -> dict[str, Any]:
+        def snapshot(rec: Recorder) -> dict[str, Any]:
             s = rec.stats
             return {"frames": s.frames, "detections": s.detections,
                     "ignored_detections": s.ignored_detections, "clips": s.clips,
@@ -400,15 +441,8 @@ class MqttPlugin:
         out: dict[str, Any] = {"state": self.state(), "recorder": self._on_audio_thread(snapshot),
                                "commands": {"handled": self.handled, "refused": self.refused,
                                             "ignored_retained": self.ignored_retained}}
-        if self.cfg.activations.enabled:
-            from edge.activations import ActivationLog, db_path, parse_since
-            from edge.stats import compute
-
-            since = parse_since(args["since"]) if args.get("since") else None
-            with ActivationLog.open(db_path(self.cfg), create=False) as store:
-                report = compute(store, since)
-            report.pop("reference", None)
-            out["activation_log"] = report
+        if self.stats is not None:
+            out["activation_log"] = self.stats(args.get("since"))
         return out
 
     # -- purge
@@ -435,17 +469,7 @@ class MqttPlugin:
                 "note": PURGE_SCOPE}
 
     def _purge(self) -> dict[str, int]:
-        owner = self._plugin_with("purge")
-        if owner is not None:
-            out = owner.purge()
-        else:
-            from edge.errors import StateLockedError
-            from edge.retention import purge
-
-            try:
-                out = purge(self.cfg)
-            except StateLockedError:
-                raise CommandFailed("purge: the state directory is held by the upload "
-                                    "subsystem, which offers no live purge; stop the "
-                                    "recorder and run `edge purge --yes`") from None
-        return {r.label: r.files for r in out}
+        if self.purger is None:
+            raise CommandFailed("purge: this device offers no live purge; stop the recorder "
+                                "and run `edge purge --yes`")
+        return {r.label: r.files for r in self.purger.purge()}

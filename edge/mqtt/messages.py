@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
 from typing import Any
+
+from edge.clock import iso
 
 MODES = ("listening", "recording", "muted", "error")
 STATUS = ("online", "offline")
@@ -36,11 +37,6 @@ MAX_MESSAGE_BYTES = 64 * 1024
 
 class BadMessage(ValueError):
     """A message that does not have the shape of ours."""
-
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
 
 
 def state_message(*, mode: str, mute_causes: list[str], models: dict[str, float],

@@ -1,4 +1,4 @@
-"""Topic names under ``<base>/<device id>/``, broker settings, and the ``[mqtt]`` checks.
+"""Topic names under ``<base>/<device id>/``, and how to reach a broker.
 
 >>> t = DeviceTopics("edge", "3f9a1c0d5e7b2a41")
 >>> t.cmd("label"), t.result("label")
@@ -11,37 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from edge.errors import ConfigError, UsageError
-
-if TYPE_CHECKING:
-    from edge.config import MqttConfig
+from edge.config import MqttConfig, MqttUploadConfig
+from edge.errors import UsageError
 
 DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """What a device id may look like on the wire (ours are 16 hex digits)."""
-
-
-def check_base_topic(value: str, key: str) -> None:
-    if not value or value.strip("/") != value or any(c in value for c in "#+\0"):
-        raise ConfigError(f"{key} = {value!r} is not allowed; use topic levels without "
-                          "wildcards or leading/trailing '/', e.g. 'edge'")
-
-
-def check_mqtt_config(m: MqttConfig) -> None:
-    """Cross-field checks that one key's range cannot express."""
-    if m.enabled and not m.host:
-        raise ConfigError("mqtt.enabled = true needs mqtt.host, the broker's host name or "
-                          "address")
-    if m.key and not m.cert:
-        raise ConfigError("mqtt.key is set but mqtt.cert is not; give the client certificate "
-                          "too, or neither")
-    check_base_topic(m.base_topic, "mqtt.base_topic")
-    check_base_topic(m.discovery_prefix, "mqtt.discovery_prefix")
-    if m.threshold_min > m.threshold_max:
-        raise ConfigError(f"mqtt.threshold_min = {m.threshold_min} is larger than "
-                          f"mqtt.threshold_max = {m.threshold_max}")
 
 
 @dataclass(frozen=True)
@@ -110,9 +86,13 @@ class BrokerSettings:
         return f"MQTT broker {self.host}:{self.port}"
 
     @classmethod
-    def from_config(cls, m: MqttConfig) -> BrokerSettings:
-        return cls(m.host, m.port, m.tls, m.ca, m.cert, m.key, m.username, m.password_file,
-                   m.protocol)
+    def from_config(cls, section: MqttConfig | MqttUploadConfig,
+                    key_prefix: str = "mqtt") -> BrokerSettings:
+        """The broker of a config section (``[mqtt]`` or ``[upload.mqtt]``, named in errors
+        by ``key_prefix``)."""
+        return cls(section.host, section.port, section.tls, section.ca, section.cert,
+                   section.key, section.username, section.password_file, section.protocol,
+                   key_prefix=key_prefix)
 
 
 def broker_from_url(url: str, *, ca: str = "", username: str = "", password_file: str = "",

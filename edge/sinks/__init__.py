@@ -1,17 +1,11 @@
-"""Where finished clips go. Every sink has ``deliver(clip) -> str | None`` and ``close()``."""
+"""Where finished clips go: the dispatcher thread, the local directory, the outbox (uploads) and
+discarding."""
 
-from __future__ import annotations
+from edge import lazy_exports
 
-from typing import Protocol
-
-from edge.clip import Clip
-
-
-class ClipSink(Protocol):
-    name: str
-
-    def deliver(self, clip: Clip) -> str | None:
-        """Take the clip durably; return where it went (a path or id), or None."""
-        ...
-
-    def close(self) -> None: ...
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "base": ("ClipSink",),
+    "dispatch": ("ClipDispatcher",),
+    "local": ("LocalDirSink",),
+    "outbox": ("OutboxSink", "DiscardSink"),
+})

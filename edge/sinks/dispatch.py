@@ -21,8 +21,8 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
-from edge.clip import Clip
-from edge.sinks import ClipSink
+from edge.pipeline.clip import Clip
+from edge.sinks.base import ClipSink
 
 log = logging.getLogger(__name__)
 _STOP = object()

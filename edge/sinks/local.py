@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.bundle import pack
-from edge.clip import Clip
-from edge.fsutil import atomic_write
-from edge.wavio import encode_wav
+from edge.audio.wav import encode_wav
+from edge.files import atomic_write
+from edge.pipeline.clip import Clip
+from edge.privacy.bundle import pack
 
 if TYPE_CHECKING:
-    from edge.crypto import Sealer
+    from edge.privacy.crypto import Sealer
 
 
 def wav_bytes(clip: Clip) -> bytes:

@@ -1,0 +1,74 @@
+"""The one validation step after loading: rules that join several keys of the config.
+
+Each key was already checked on its own (type, range, choices) when the TOML was
+built into dataclasses; here come the rules one key's range cannot express. Only
+config values are needed. Checks that need a subsystem's knowledge (a hardware
+profile's pins, a public key's bytes) run at composition: ``edge.compose.config``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from edge.config.rules import check_topic_levels, is_loopback
+from edge.config.schema import Config, MqttConfig, UploadConfig
+from edge.errors import ConfigError
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError, naming the keys at fault, for the first cross-key rule broken."""
+    check_upload(cfg.upload)
+    check_mqtt(cfg.mqtt)
+
+
+def check_upload(u: UploadConfig) -> None:
+    if u.retry_min_s > u.retry_max_s:
+        raise ConfigError(f"upload.retry_min_s = {u.retry_min_s} is larger than upload.retry_max_s"
+                          f" = {u.retry_max_s}; the first wait must not exceed the longest")
+    if u.mode == "mqtt" and not u.mqtt.host:
+        raise ConfigError("upload.mode = 'mqtt' needs upload.mqtt.host, the broker's host name "
+                          "or address")
+    check_client_cert("upload.mqtt", u.mqtt.key, u.mqtt.cert)
+    check_client_cert("upload.https", u.https.key, u.https.cert)
+    check_topic_levels(u.mqtt.topic_prefix, "upload.mqtt.topic_prefix", "edge-recorder")
+    if u.mode == "https" and not u.https.url:
+        raise ConfigError("upload.mode = 'https' needs upload.https.url, e.g. "
+                          "'https://collector.example/clips'")
+    if u.https.url:
+        check_https_url(u.https.url)
+
+
+def check_mqtt(m: MqttConfig) -> None:
+    if m.enabled and not m.host:
+        raise ConfigError("mqtt.enabled = true needs mqtt.host, the broker's host name or "
+                          "address")
+    check_client_cert("mqtt", m.key, m.cert)
+    check_topic_levels(m.base_topic, "mqtt.base_topic")
+    check_topic_levels(m.discovery_prefix, "mqtt.discovery_prefix")
+    if m.threshold_min > m.threshold_max:
+        raise ConfigError(f"mqtt.threshold_min = {m.threshold_min} is larger than "
+                          f"mqtt.threshold_max = {m.threshold_max}")
+
+
+def check_client_cert(section: str, key: str, cert: str) -> None:
+    """A private key is only used with its certificate (mutual TLS)."""
+    if key and not cert:
+        raise ConfigError(f"{section}.key is set but {section}.cert is not; give the client "
+                          "certificate too, or neither")
+
+
+def check_https_url(url: str) -> None:
+    """An https:// URL with a host and no credentials; plain http only to this machine."""
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # e.g. an unclosed [IPv6 address
+        hostname = None
+    if not hostname or parts.scheme not in ("https", "http"):
+        raise ConfigError(f"upload.https.url = {url!r} is not an https:// URL with a host")
+    if parts.username or parts.password:
+        raise ConfigError("upload.https.url holds credentials; put the token in "
+                          "upload.https.token_file instead (a URL ends up in logs)")
+    if parts.scheme == "http" and not is_loopback(hostname):
+        raise ConfigError(f"upload.https.url = {url!r} is plain http to another machine; clips "
+                          "may only leave the device over https://")

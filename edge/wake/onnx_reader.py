@@ -1,0 +1,184 @@
+"""Read an ONNX model's graph without the ``onnx`` package: a minimal protobuf reader.
+
+Only what the streamed embedding (:mod:`edge.wake.embedding`) needs: the nodes of the
+graph and its float32/int64 initializers. The fields read are ModelProto.graph (7) ->
+GraphProto.node (1) and .initializer (5); NodeProto input (1), output (2), op_type (4),
+attribute (5); AttributeProto name (1), f (2), i (3), s (4), ints (8); TensorProto dims
+(1), data_type (2), float_data (4), int64_data (7), name (8), raw_data (9),
+data_location (14).
+
+>>> inits, nodes = read_onnx(path)
+>>> [n.op for n in nodes][:2]
+['Reshape', 'Conv']
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_Value = int | memoryview
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("bad protobuf varint")
+
+
+def _fields(buf: memoryview) -> Iterator[tuple[int, int, _Value]]:
+    """(field number, wire type, value) of one message; length-delimited values as views."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+            yield field, wire, value
+            continue
+        if wire == 2:
+            n, pos = _varint(buf, pos)
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if pos + n > end:
+            raise ValueError("truncated protobuf message")
+        yield field, wire, buf[pos:pos + n]
+        pos += n
+
+
+def _view(value: _Value) -> memoryview:
+    if isinstance(value, int):
+        raise ValueError("protobuf field has the wrong wire type")
+    return value
+
+
+def _str(value: _Value) -> str:
+    return bytes(_view(value)).decode()
+
+
+def _int64(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _ints(value: _Value) -> list[int]:
+    """A repeated int64 field, packed or not."""
+    if isinstance(value, int):
+        return [_int64(value)]
+    out, pos = [], 0
+    while pos < len(value):
+        v, pos = _varint(value, pos)
+        out.append(_int64(v))
+    return out
+
+
+def _tensor(buf: memoryview) -> tuple[str, np.ndarray | None]:
+    """TensorProto -> (name, array); float32 and int64 tensors only, else None."""
+    name, dims, dtype = "", [], 0
+    raw: bytes | None = None
+    floats = b""
+    int64s: list[int] = []
+    for field, _, value in _fields(buf):
+        if field == 1:
+            dims += _ints(value)
+        elif field == 2 and isinstance(value, int):
+            dtype = value
+        elif field == 4:
+            floats += bytes(_view(value))  # packed or one fixed32: little-endian floats
+        elif field == 7:
+            int64s += _ints(value)
+        elif field == 8:
+            name = _str(value)
+        elif field == 9:
+            raw = bytes(_view(value))
+        elif field == 14 and value == 1:
+            raise ValueError(f"tensor {name or '?'} keeps its data in an external file")
+    if dtype == 1:
+        arr = np.frombuffer(raw if raw is not None else floats, dtype="<f4")
+    elif dtype == 7:
+        arr = np.frombuffer(raw, dtype="<i8") if raw is not None else np.array(int64s, "<i8")
+    else:
+        return name, None
+    if arr.size != int(np.prod(dims)):
+        raise ValueError(f"tensor {name} has {arr.size} values for dims {dims}")
+    return name, arr.astype(arr.dtype.newbyteorder("="), copy=True).reshape(dims)
+
+
+@dataclass
+class Node:
+    """One node of the graph: its operator, input and output names, and attributes."""
+
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, float | int | bytes | list[int]]
+
+
+def _node(buf: memoryview) -> Node:
+    node = Node("", [], [], {})
+    for field, _, value in _fields(buf):
+        if field == 1:
+            node.inputs.append(_str(value))
+        elif field == 2:
+            node.outputs.append(_str(value))
+        elif field == 4:
+            node.op = _str(value)
+        elif field == 5:
+            name, attr = "", None
+            ints: list[int] = []
+            for f, _, v in _fields(_view(value)):
+                if f == 1:
+                    name = _str(v)
+                elif f == 2:
+                    attr = struct.unpack("<f", _view(v))[0]
+                elif f == 3 and isinstance(v, int):
+                    attr = _int64(v)
+                elif f == 4:
+                    attr = bytes(_view(v))
+                elif f == 8:
+                    ints += _ints(v)
+            node.attrs[name] = ints if attr is None else attr
+    return node
+
+
+def read_onnx(path: Path) -> tuple[dict[str, np.ndarray], list[Node]]:
+    """The float32/int64 initializers and the nodes of an ONNX model's graph, without ``onnx``.
+
+    Raises ValueError (or OSError) when the file is not such a model.
+    """
+    data = memoryview(path.read_bytes())
+    try:
+        return _graph(data)
+    except (IndexError, struct.error) as exc:  # a truncated field or a short float
+        raise ValueError(f"malformed protobuf: {exc}") from exc
+
+
+def _graph(data: memoryview) -> tuple[dict[str, np.ndarray], list[Node]]:
+    graph = None
+    for field, _, value in _fields(data):
+        if field == 7:
+            graph = _view(value)
+    if graph is None:
+        raise ValueError("no graph in the model")
+    inits: dict[str, np.ndarray] = {}
+    nodes: list[Node] = []
+    for field, _, value in _fields(graph):
+        if field == 1:
+            nodes.append(_node(_view(value)))
+        elif field == 5:
+            name, arr = _tensor(_view(value))
+            if arr is not None:
+                inits[name] = arr
+    return inits, nodes
