@@ -94,6 +94,8 @@ CONFIG=$ETC/config.toml
 STATE=$ROOT/var/lib/$NAME
 MODELS=$STATE/models
 UNIT=$ROOT/etc/systemd/system/$NAME.service
+DROP_INS=$ROOT/etc/systemd/system/$NAME.service.d
+NO_NETWORK=$DROP_INS/no-network.conf   # IPAddressDeny while nothing leaves the device
 SYSUSERS=$ROOT/etc/sysusers.d/$NAME.conf
 WRAPPER=$ROOT/usr/local/bin/edge
 PRISTINE=$OPT/config.installed.toml   # the config as first written, to tell an edited one
@@ -135,6 +137,8 @@ uninstall() {
   fi
   rm -rf "$OPT" "$MODELS"
   rm -f "$UNIT" "$SYSUSERS" "$WRAPPER" "$ETC/config.example.toml"
+  rm -f "$NO_NETWORK"
+  rmdir "$DROP_INS" 2>/dev/null || true
   rmdir "$ETC" 2>/dev/null || true
   booted && [ "$SYSTEMCTL" -eq 1 ] && systemctl daemon-reload
   if [ "$ACTION" = purge ]; then
@@ -255,19 +259,23 @@ check_config() {
   elif [ -n "$PROFILE$MUTE_PIN" ]; then
     echo "    note: $CONFIG exists; --profile and --mute-pin only apply to a new config"
   fi
-  "$PYTHON" -I - "$SRC" "$target" "$CONFIG" <<'PY' || exit 1
+  # It prints "network" when the config reaches another machine, else "loopback".
+  NETWORK=$("$PYTHON" -I - "$SRC" "$target" "$CONFIG" <<'PY'
 import sys
 
 sys.path.insert(0, sys.argv[1])  # this checkout's config checks: only the standard library
 from edge.compose.config import load_checked_config
 from edge.errors import EdgeError
+from edge.service.network import remote_hosts
 
 try:
-    load_checked_config(sys.argv[2])
+    cfg = load_checked_config(sys.argv[2])
 except EdgeError as exc:
     where = "" if sys.argv[2] != sys.argv[3] else f" (fix {sys.argv[3]} and run it again)"
     sys.exit(f"install.sh: error: {exc}{where}")
+print("network" if remote_hosts(cfg) else "loopback")
 PY
+  ) || exit 1
 }
 
 write_config() {
@@ -319,6 +327,16 @@ PY
 
 install_unit() {
   install -D -m 0644 "$SRC/systemd/$NAME.service" "$UNIT"
+  # Nothing leaves the device: deny every IP address but loopback (systemd/no-network.conf).
+  # Decided now, from the config; running this again after changing it decides again.
+  if [ "$NETWORK" = loopback ]; then
+    install -D -m 0644 "$SRC/systemd/no-network.conf" "$NO_NETWORK"
+    echo "    nothing leaves the device: the service may reach loopback only ($NO_NETWORK)"
+  elif [ -e "$NO_NETWORK" ]; then
+    rm -f "$NO_NETWORK"
+    rmdir "$DROP_INS" 2>/dev/null || true
+    echo "    the config reaches another machine: removed $NO_NETWORK"
+  fi
   local was_active=0
   booted && systemctl is-active --quiet "$NAME.service" && was_active=1
   booted && [ "$SYSTEMCTL" -eq 1 ] && systemctl daemon-reload
@@ -340,6 +358,7 @@ install_unit() {
 }
 
 NEW_CONFIG=""
+NETWORK=network
 say "checking the platform";            check_platform
 say "checking the configuration";       check_config
 say "installing Debian packages";       install_apt

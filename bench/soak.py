@@ -181,6 +181,7 @@ def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
         MqttConfig,
         MqttUploadConfig,
         OutputConfig,
+        SecurityConfig,
         UploadConfig,
     )
     from tests.fixtures.mqtt import Broker, free_port, write_conf
@@ -199,6 +200,8 @@ def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
                                                   tls=False, timeout_s=5.0)),
         activations=ActivationsConfig(checkpoint_s=600.0),
         hardware=HardwareConfig(profile="generic-usb", pin_factory="mock", chime=False),
+        # the soak's pins are simulated and nobody listens for chimes: opted out, explicitly
+        security=SecurityConfig(allow_simulated_pins=True, allow_silent_recording=True),
         mqtt=MqttConfig(enabled=True, host=broker.host, port=broker.port, tls=False,
                         state_interval_s=60.0),
     )

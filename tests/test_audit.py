@@ -59,3 +59,59 @@ def test_audit_json_is_one_document_with_every_entry(tmp_path, capsys):
 def test_audit_of_a_device_that_never_uploaded(tmp_path, capsys):
     assert edge(["audit", "--config", config(tmp_path)]) == 0
     assert "nothing has left this device" in capsys.readouterr().out
+
+
+def test_audit_with_mqtt_on_never_claims_nothing_left_and_names_what_did(
+        tmp_path, mqtt_broker, capsys):
+    """Uploads off, [mqtt] on, a real Mosquitto and a real activation: the metadata that
+    left (status, state, the activation event, discovery) is named by the audit."""
+    import numpy as np
+
+    from tests.fixtures.audio import phrase
+    from tests.mqtt_helpers import Commander, DeviceRig, LiveSource, device_config
+
+    device = "0123456789abcdef"
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "device_id").write_text(device + "\n")
+    cfg = device_config(state, mqtt_broker)
+    assert cfg.upload.mode == "off"
+    audio = np.concatenate([np.zeros(8000, np.int16), phrase("hey jarvis"),
+                            np.zeros(4000, np.int16), phrase("what is the weather like today"),
+                            np.zeros(24000, np.int16)])
+    watch, ha = Commander(mqtt_broker), Commander(mqtt_broker, base="homeassistant")
+    rig = DeviceRig(cfg, LiveSource(audio), device_id=device)
+    try:
+        event = watch.wait_for(lambda: watch.latest(f"edge/{device}/event/activation"), 30.0)
+        ha.wait_for(lambda: ha.messages)
+    finally:
+        rig.stop()
+        watch.close()
+        ha.close()
+    left = {t for t, _, _ in watch.messages + ha.messages}
+    assert {f"edge/{device}/event/activation", f"edge/{device}/state",
+            f"homeassistant/device/{device}/config"} <= left
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'state_dir = "{state}"\n[mqtt]\nenabled = true\nhost = "{mqtt_broker.host}"'
+                    f"\nport = {mqtt_broker.port}\ntls = false\n")
+
+    assert edge(["audit", "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing has left" not in out
+    assert "no audio has left this device" in out and "metadata" in out
+    assert f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}" in out
+    for topic in left:  # every topic that carried something out is named
+        assert topic in out, topic
+    line = next(x for x in out.splitlines() if f"edge/{device}/event/activation" in x)
+    assert all(field in line for field in event)  # with every field it carried
+
+    assert edge(["audit", "--json", "--config", str(conf)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    named = {m["topic"] for m in doc["also_published"]["messages"]}
+    assert left <= named
+
+
+def test_audit_with_mqtt_off_and_no_uploads_says_nothing_left(tmp_path, capsys):
+    assert edge(["audit", "--config", config(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing has left this device" in out and "[mqtt]" not in out

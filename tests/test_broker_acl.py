@@ -281,3 +281,74 @@ def _pw(tmp_path: Path, shipped: Shipped, user: str) -> Path:
     p = tmp_path / f"{user}.pw"
     p.write_text(shipped.password(user))
     return p
+
+
+# ---- each account has exactly its topics: every forbidden publication, one test each ----
+# Mosquitto applies a `pattern` rule to every account, so the service accounts must not be
+# covered by the device rules: "dashboard" and "receiver" are valid device ids in a topic.
+FORBIDDEN = [
+    # the dashboard may send labels, nothing else: not as a device, not as itself, no clip
+    ("dashboard", f"edge/{DEV_A}/status"),
+    ("dashboard", f"edge/{DEV_A}/state"),
+    ("dashboard", f"edge/{DEV_A}/event/activation"),
+    ("dashboard", f"edge/{DEV_A}/cmd/label/result"),
+    ("dashboard", f"edge/{DEV_A}/cmd/mute"),
+    ("dashboard", "edge/dashboard/status"),
+    ("dashboard", "edge/dashboard/state"),
+    ("dashboard", "edge/dashboard/event/activation"),
+    ("dashboard", "edge/dashboard/cmd/label/result"),
+    ("dashboard", f"edge-recorder/{DEV_A}/clip"),
+    ("dashboard", "edge-recorder/dashboard/clip"),
+    ("dashboard", "homeassistant/device/dashboard/config"),
+    # the receiver writes nothing at all
+    ("receiver", f"edge/{DEV_A}/status"),
+    ("receiver", f"edge/{DEV_A}/state"),
+    ("receiver", f"edge/{DEV_A}/event/activation"),
+    ("receiver", f"edge/{DEV_A}/cmd/label"),
+    ("receiver", f"edge/{DEV_A}/cmd/mute"),
+    ("receiver", "edge/receiver/status"),
+    ("receiver", "edge/receiver/state"),
+    ("receiver", "edge/receiver/event/activation"),
+    ("receiver", f"edge-recorder/{DEV_A}/clip"),
+    ("receiver", "edge-recorder/receiver/clip"),
+    ("receiver", "homeassistant/device/receiver/config"),
+    # a device writes only under its own id
+    (DEV_B, f"edge/{DEV_A}/status"),
+    (DEV_B, f"edge/{DEV_A}/state"),
+    (DEV_B, f"edge/{DEV_A}/event/activation"),
+    (DEV_B, f"edge/{DEV_A}/cmd/label/result"),
+    (DEV_B, f"edge/{DEV_A}/cmd/mute"),
+    (DEV_B, f"edge/{DEV_A}/cmd/label"),
+    (DEV_B, f"edge-recorder/{DEV_A}/clip"),
+    (DEV_B, f"homeassistant/device/{DEV_A}/config"),
+    (DEV_B, "edge/dashboard/state"),
+    (DEV_B, "edge-recorder/receiver/clip"),
+]
+
+
+@pytest.mark.parametrize(("who", "topic"), FORBIDDEN,
+                         ids=[f"{w[:9]}->{t}" for w, t in FORBIDDEN])
+def test_each_account_publishes_only_its_own_topics(client, who, topic):
+    # Every account that can read anything watches all it may read.
+    dash = client("dashboard", subscribe=("edge/+/status", "edge/+/state", "edge/+/event/#",
+                                          "edge/+/cmd/+/result"))
+    receiver = client("receiver", subscribe=("edge-recorder/+/clip",))
+    a = client(DEV_A, subscribe=(f"edge/{DEV_A}/cmd/+", "homeassistant/status"))
+    b = client(DEV_B, subscribe=(f"edge/{DEV_B}/cmd/+",))
+    publisher = client(who)
+    assert publisher.publish(topic, b'{"forged": true}').is_failure, f"{who} may write {topic}"
+    # Then one allowed message to each watcher. Mosquitto routes a publication to its
+    # subscribers' queues before it answers the PUBACK, on one thread, and each queue is
+    # delivered in order; so once a watcher has its marker, a forged message that had got
+    # through would already be in front of it. No waiting on a clock.
+    markers = {id(dash): f"edge/{DEV_A}/status", id(receiver): f"edge-recorder/{DEV_A}/clip",
+               id(a): f"edge/{DEV_A}/cmd/label", id(b): f"edge/{DEV_B}/cmd/label"}
+    sender = client("dashboard")
+    assert not a.publish(f"edge/{DEV_A}/status", b"online").is_failure
+    assert not a.publish(f"edge-recorder/{DEV_A}/clip", b"RIFF").is_failure
+    assert not sender.publish(f"edge/{DEV_A}/cmd/label").is_failure
+    assert not sender.publish(f"edge/{DEV_B}/cmd/label").is_failure
+    for watcher in (dash, receiver, a, b):
+        assert watcher.wait_for(markers[id(watcher)])
+        assert [t for t, _ in watcher.messages] == [markers[id(watcher)]], \
+            f"{topic} from {who} reached a subscriber"

@@ -51,7 +51,7 @@ def test_values_are_read(tmp_path):
 @pytest.mark.parametrize("text,match", [
     ("[wake]\nthreshhold = 0.5\n", r"unknown config key wake.threshhold; allowed keys"),
     ("[wake]\nthreshold = 1.5\n", r"wake.threshold = 1.5 is not allowed; expected a number "
-                                  r"from 0.0 to 1.0"),
+                                  r"from 0.1 to 1.0"),
     ("[wake]\nthreshold = \"high\"\n", r"wake.threshold = 'high'"),
     ("[audio]\npre_roll_s = 12\n", r"audio.pre_roll_s = 12 .* from 0.08 to 10.0"),
     ("[wake]\nengine = \"tflite\"\n", r"wake.engine = 'tflite' .* one of 'edge', "

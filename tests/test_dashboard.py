@@ -186,7 +186,7 @@ def test_live_updates_and_a_label_round_trip_over_mqtt(dashboard: Any, mqtt_brok
         aid = dev["state"]["last_activation"]["id"]
         status, body = post(f"{dash.url}api/label", {"device": dev["id"], "activation": aid,
                                                      "label": "false"},
-                            {"x-edge-dashboard": "1"})
+                            {"x-edge-dashboard": "1", "origin": dash.url.rstrip("/")})
         assert status == 200 and body["status"] == "sent"
         sim.run(1.0)  # the simulated device answers
         wait_for(lambda: (dash.store.label_status(body["tx"]) or {}).get("status") == "ok", 10,
@@ -201,9 +201,9 @@ def test_live_updates_and_a_label_round_trip_over_mqtt(dashboard: Any, mqtt_brok
 
 def test_label_api_refuses_bad_requests(dashboard: Any) -> None:
     dash = dashboard()
-    ok_headers = {"x-edge-dashboard": "1"}
+    ok_headers = {"x-edge-dashboard": "1", "origin": dash.url.rstrip("/")}
     assert post(f"{dash.url}api/label", {"device": DEV, "activation": "a", "label": "false"},
-                )[0] == 403  # a cross-site form cannot set the header
+                {"origin": dash.url.rstrip("/")})[0] == 403  # a cross-site form cannot set it
     assert post(f"{dash.url}api/label", b"not json", ok_headers)[0] == 400
     assert post(f"{dash.url}api/label", {"device": "../x", "activation": "a",
                                          "label": "false"}, ok_headers)[0] == 400
@@ -237,6 +237,9 @@ def test_cli_refuses_bad_arguments_in_one_line(capsys: pytest.CaptureFixture[str
     assert "--devices must be" in capsys.readouterr().err
     assert cli(["dashboard", "--broker", "mqtt://localhost", "--base", "edge/#"]) == 2
     assert "--base" in capsys.readouterr().err
+    assert cli(["dashboard", "--broker", "mqtt://localhost", "--allow-host", "*"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--allow-host '*' is not a host name" in err
 
 
 def test_device_and_simulator_speak_the_same_format(mqtt_broker: Any) -> None:
@@ -259,3 +262,144 @@ def test_device_and_simulator_speak_the_same_format(mqtt_broker: Any) -> None:
         elif topic.endswith("/event/activation"):
             check_activation(decode_object(payload))
     watch.close()
+
+
+# ---- the dashboard serves only its own origin ---------------------------------------------
+
+def raw(dash: Dashboard, method: str, path: str, headers: dict[str, str],
+        body: bytes = b"") -> int:
+    """The status of one request sent with exactly these headers (Host included)."""
+    conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        if body:
+            conn.putheader("content-length", str(len(body)))
+        conn.endheaders(body or None)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_a_page_rebound_to_loopback_reads_nothing_and_sends_nothing(dashboard: Any) -> None:
+    """DNS rebinding: the attacker's page reaches 127.0.0.1, but under its own host name."""
+    dash = dashboard(allow_hosts=["pi.local"])
+    label = json.dumps({"device": DEV, "activation": "a", "label": "true"}).encode()
+    for host in ("attacker.example", f"attacker.example:{dash.port}", "127.0.0.1.nip.io",
+                 "pi.local.attacker.example", "0x7f000001", ""):
+        for path in ("/", "/api/fleet", "/api/health", f"/api/devices/{DEV}/activations",
+                     "/api/chart", "/static/app.js", "/events"):
+            assert raw(dash, "GET", path, {"host": host}) == 400, (host, path)
+        assert raw(dash, "POST", "/api/label", {
+            "host": host, "origin": f"http://{host}", "x-edge-dashboard": "1",
+            "content-type": "application/json"}, label) == 400, host
+    for host in (f"127.0.0.1:{dash.port}", f"localhost:{dash.port}", "LOCALHOST",
+                 f"[::1]:{dash.port}", f"pi.local:{dash.port}"):
+        assert raw(dash, "GET", "/api/fleet", {"host": host}) == 200, host
+
+
+def test_label_posts_are_taken_only_from_the_dashboards_own_origin(dashboard: Any) -> None:
+    dash = dashboard()
+    here = f"127.0.0.1:{dash.port}"
+    label = json.dumps({"device": DEV, "activation": "nope", "label": "true"}).encode()
+
+    def send(**extra: str) -> int:
+        return raw(dash, "POST", "/api/label", {"host": here, "x-edge-dashboard": "1",
+                                                 "content-type": "application/json", **extra},
+                   label)
+
+    for origin in ("http://attacker.example", "null", f"https://{here}",
+                   f"http://127.0.0.1:{dash.port + 1}", f"http://localhost:{dash.port}",
+                   f"http://{here}.attacker.example", "http://", "\u00e9"):
+        assert send(origin=origin) == 403, origin
+    assert send(referer="http://attacker.example/page") == 403
+    assert send() == 403  # neither: not the dashboard's page
+    # its own page (Origin, or an older browser's Referer) gets through to the checks
+    assert send(origin=f"http://{here}") == 404
+    assert send(referer=f"http://{here}/") == 404
+    assert send(origin=f"http://{here}", referer="http://attacker.example/") == 404
+
+
+def test_allow_host_takes_only_host_names(mqtt_broker: Any, tmp_path: Path) -> None:
+    broker = broker_from_url(f"mqtt://127.0.0.1:{mqtt_broker.port}")
+    for bad in ("*", "*.example", "pi.local:8080", "http://pi.local", "a b", ""):
+        with pytest.raises(UsageError, match="--allow-host"):
+            Dashboard(broker, tmp_path / "x.sqlite3", allow_hosts=[bad])
+
+
+# ---- ingest: each message is checked alone, and the counters tell the truth ------------
+
+DEV_B, DEV_C = "1111111111111111", "2222222222222222"
+HUGE = "9" * 400
+"""A whole number no float (nor SQLite) can hold."""
+
+
+def stored_activations(store: FleetStore) -> set[tuple[str, str]]:
+    return {(d, a) for d, a in store.conn.execute("SELECT device, id FROM activations")}
+
+
+def test_one_poisoned_message_leaves_the_rest_of_its_batch_stored(ingestor: Ingestor) -> None:
+    poisoned = activation("p1").replace(b'"score":0.8', f'"score":{HUGE}'.encode())
+    assert HUGE.encode() in poisoned
+    up = ingestor.ingest([msg(f"edge/{DEV}/status", b"online"),
+                          msg(f"edge/{DEV}/event/activation", activation("a1")),
+                          msg(f"edge/{DEV_B}/event/activation", poisoned),
+                          msg(f"edge/{DEV_C}/event/activation", activation("a2")),
+                          msg(f"edge/{DEV_C}/state", state())])
+    c = ingestor.counters
+    assert (c.received, c.stored, c.skipped) == (5, 4, 1)
+    assert stored_activations(ingestor.store) == {(DEV, "a1"), (DEV_C, "a2")}
+    assert [a["id"] for a in up["activations"]] == ["a1", "a2"]
+    assert {d["id"] for d in ingestor.store.devices()} == {DEV, DEV_C}
+    assert up["ingest"] == {"received": 5, "stored": 4, "skipped": 1, "dropped": 0}
+
+
+def test_a_message_the_database_refuses_is_skipped_alone(ingestor: Ingestor) -> None:
+    """Any failure, not only a malformed field: here the real database refuses one row."""
+    ingestor.store.conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON activations WHEN NEW.id = 'refused' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    ingestor.ingest([msg(f"edge/{DEV}/event/activation", activation("a1")),
+                     msg(f"edge/{DEV_B}/event/activation", activation("refused")),
+                     msg(f"edge/{DEV_B}/state", state()),
+                     msg(f"edge/{DEV_C}/event/activation", activation("a2"))])
+    c = ingestor.counters
+    assert (c.received, c.stored, c.skipped) == (4, 3, 1)
+    assert stored_activations(ingestor.store) == {(DEV, "a1"), (DEV_C, "a2")}
+    assert ingestor.store.device(DEV_B)["state"]["mode"] == "listening"
+
+
+NUMBER_FIELDS = ("wall_time", "score", "threshold", "duration_s")
+wild_numbers = st.one_of(
+    st.integers(), st.integers(min_value=2**52, max_value=10**400),
+    st.integers(min_value=2**52, max_value=10**400).map(lambda n: -n),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+    st.booleans(), st.none())
+
+
+@given(fields=st.lists(st.tuples(st.sampled_from(NUMBER_FIELDS), wild_numbers),
+                       min_size=1, max_size=12),
+       ids=st.lists(st.text(min_size=0, max_size=70), min_size=12, max_size=12))
+def test_the_counters_always_equal_what_is_in_the_database(
+        fields: list[tuple[str, Any]], ids: list[str]) -> None:
+    """Cases per the project's hypothesis profile (tests/fixtures/fuzz.py)."""
+    store = FleetStore.open(Path(":memory:"))
+    ingestor = Ingestor(store)
+    try:
+        batch = []
+        for i, (name, value) in enumerate(fields):
+            event = json.loads(activation(f"good{i}"))
+            event[name] = value
+            event["id"] = ids[i] if i % 2 else event["id"]  # strange ids too
+            batch.append(msg(f"edge/{DEV}{i:02d}/event/activation",
+                             json.dumps(event).encode()))
+        up = ingestor.ingest(batch)
+        c = ingestor.counters
+        in_db = stored_activations(store)
+        assert c.received == len(batch)
+        assert c.stored == len(in_db) and c.stored + c.skipped == len(batch)
+        assert {(a["device"], a["id"]) for a in up.get("activations", [])} == in_db
+        assert {d["id"] for d in store.devices()} == {d for d, _ in in_db}
+    finally:
+        store.close()

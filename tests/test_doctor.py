@@ -35,7 +35,9 @@ def write_config(path: Path, text: str) -> Path:
 def config_text(tmp_path: Path, **sections: str) -> str:
     base = {"top": f'state_dir = "{tmp_path / "state"}"\n',
             "audio": 'input = "edgemic"\n',
-            "hardware": 'profile = "generic-usb"\npin_factory = "mock"\nchime = false\n'}
+            # pulled down: the (simulated) switch reads listen, so the microphone is checked
+            "hardware": 'profile = "generic-usb"\npin_factory = "mock"\nchime = false\n'
+                        'mute_pull = "down"\n'}
     base.update(sections)
     top = base.pop("top")
     return top + "".join(f"[{name}]\n{body}" for name, body in base.items())
@@ -72,14 +74,16 @@ def test_healthy_device_passes_every_check_through_the_cli(alsa, tls_broker, tmp
     cfg = write_config(tmp_path / "config.toml", config_text(
         tmp_path,
         upload=f'mode = "mqtt"\n[upload.mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n'
-               f'ca = "{tls.ca}"\n'))
+               f'ca = "{tls.ca}"\n',
+        # an uploading device on simulated pins without chimes: accepted only explicitly
+        security='allow_simulated_pins = true\nallow_silent_recording = true\n'))
     assert main(["doctor", "--config", str(cfg), "--skip", "cpu"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[1]: line for line in out.splitlines() if line[:4] in ("ok  ", "WARN")}
     for check in ("config", "models", "audio", "mute", "leds", "broker", "disk"):
         assert lines[check].startswith("ok"), out
     assert "'edgemic'" in lines["audio"] and "dBFS" in lines["audio"]
-    assert "GPIO22" in lines["mute"] and "MUTED" in lines["mute"]  # pulled up: the safe side
+    assert "GPIO22" in lines["mute"] and "listening" in lines["mute"]
     assert "TLSv1" in lines["broker"] and "certificate verified" in lines["broker"]
     assert "clock" in lines  # no systemd here to ask about NTP: a warning, not a failure
     assert "0 failed" in out
@@ -296,3 +300,39 @@ def test_bad_config_is_a_failed_check(tmp_path, capsys):
     assert main(["doctor", "--config", str(cfg)]) == 1
     out = capsys.readouterr().out
     assert "FAIL  config" in out and "record.silence_s" in out and "fix:" in out
+
+
+# ---- the mute switch is read before the microphone is opened --------------------------------
+
+
+def test_the_doctor_never_opens_the_microphone_while_the_switch_says_mute(tmp_path):
+    host = FakeHost([FakeMic("edgemic", wake_stream(3.0, at_s=0.1)[:, None], rate=16000)])
+    cfg = cfg_from(tmp_path, hardware='profile = "generic-usb"\npin_factory = "mock"\n'
+                                      'chime = false\n')  # pulled up: the switch reads mute
+    findings = doctor(cfg, pa_factory=host).run(["audio", "mute"])
+    audio = only(findings, "audio")
+    assert audio.status is Status.WARN
+    assert "mute position" in audio.detail and "microphone was not opened" in audio.detail
+    assert "move the switch to listen" in audio.fix
+    assert host.instances == []  # PortAudio was not even initialised
+    assert "MUTED" in only(findings, "mute").detail
+
+
+def test_an_unreadable_switch_keeps_the_microphone_closed(factory, tmp_path):
+    from gpiozero import DigitalOutputDevice
+
+    host = FakeHost([FakeMic("edgemic", wake_stream(3.0, at_s=0.1)[:, None], rate=16000)])
+    holder = DigitalOutputDevice("GPIO22", pin_factory=factory)
+    try:
+        audio = only(doctor(cfg_from(tmp_path), pa_factory=host, pin_factory=factory)
+                     .run(["audio"]), "audio")
+    finally:
+        holder.close()
+    assert audio.status is Status.WARN and "cannot be read" in audio.detail
+    assert host.instances == []
+
+
+def test_the_microphone_is_checked_when_the_switch_says_listen(tmp_path):
+    host = FakeHost([FakeMic("edgemic", wake_stream(3.0, at_s=0.1)[:, None], rate=16000)])
+    audio = only(doctor(cfg_from(tmp_path), pa_factory=host).run(["audio"]), "audio")
+    assert audio.status is Status.OK and host.instances

@@ -336,7 +336,8 @@ def test_sigkill_at_random_moments_leaves_whole_clips_and_loses_no_upload(
                    'tls = false\ntimeout_s = 5.0\n'
                    # an uploading device must have a recording light: a simulated one
                    '[hardware]\nprofile = "generic-usb"\npin_factory = "mock"\n'
-                   'mute_pin = "none"\nbutton_pin = "none"\nchime = false\n')
+                   'mute_pin = "none"\nbutton_pin = "none"\nchime = false\n'
+                   '[security]\nallow_simulated_pins = true\nallow_silent_recording = true\n')
     cmd = [sys.executable, "-m", "edge", "run", "--config", str(cfg), "--input", str(audio)]
     rng = random.Random(10)
     seen: list[dict[str, int]] = []

@@ -303,6 +303,9 @@ def check(box: Sandbox, argv: list[str]) -> None:
 @example(argv=["replay", "good.wav", "--clips", "good.wav"])
 @example(argv=["measure", "good.wav", "--out", "good.wav", "--jobs", "1"])
 @example(argv=["label", "last", "maybe"])
+@example(argv=["stats", "--since", "999999999d"])
+@example(argv=["label", "\u00b2", "false"])
+@example(argv=["replay", "good.wav", "--threshold", "0"])
 @example(argv=[])
 def test_generated_command_lines_end_cleanly(sandbox, argv):
     check(sandbox, argv)

@@ -57,6 +57,9 @@ def check_outcome(result: Config | ConfigError) -> None:
 @example(doc={"a\nb": 1})
 @example(doc={"upload": {"mqtt": {"topic_prefix": "a\0b"}}})
 @example(doc={"mqtt": {"base_topic": "a\0b"}})
+@example(doc={"state_dir": "/tmp/a\0b"})
+@example(doc={"wake": {"threshold": 10**400}})
+@example(doc={"wake": {"threshold": 0.0}})
 def test_generated_config_documents_load_or_fail_clearly(tmp_path_factory, doc):
     tmp = tmp_path_factory.mktemp("cfg")
     text = to_toml(doc)
@@ -65,6 +68,7 @@ def test_generated_config_documents_load_or_fail_clearly(tmp_path_factory, doc):
 
 
 @given(text=st.text(max_size=300))
+@example(text="a = " + "[" * 5000 + "]" * 5000)
 def test_arbitrary_text_loads_or_fails_clearly(tmp_path_factory, text):
     check_outcome(load_text(tmp_path_factory.mktemp("cfg"), text.encode("utf-8", "replace")))
 

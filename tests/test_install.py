@@ -190,6 +190,45 @@ def test_unknown_option_is_refused(root):
     assert "unknown option '--frobnicate'" in proc.stderr
 
 
+def verify_with_drop_in(unit: Path, drop_in: Path, root: Path, tmp_path: Path) -> str:
+    """`systemd-analyze verify` of the installed unit with its drop-in appended (a second
+    [Service] section reads exactly as a drop-in does); its stderr."""
+    copy = tmp_path / "edge-recorder.service"
+    copy.write_text(unit.read_text().replace("/opt/edge-recorder", str(root / "opt/edge-recorder"))
+                    + "\n" + drop_in.read_text())
+    proc = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr.strip()
+
+
+def test_with_nothing_leaving_the_device_the_service_may_reach_loopback_only(root, store,
+                                                                            tmp_path):
+    out = install_fast(root, store).stdout  # the defaults: upload.mode = "off", no MQTT
+    unit = root / "etc/systemd/system/edge-recorder.service"
+    drop_in = root / "etc/systemd/system/edge-recorder.service.d/no-network.conf"
+    assert drop_in.read_text() == (REPO / "systemd/no-network.conf").read_text()
+    lines = drop_in.read_text().splitlines()
+    assert "IPAddressDeny=any" in lines and "IPAddressAllow=localhost" in lines
+    assert "Environment=EDGE_IP_DENIED=1" in lines
+    assert "loopback only" in out
+    assert verify_with_drop_in(unit, drop_in, root, tmp_path) == ""
+
+    # the owner turns MQTT on to a broker on the LAN: running install.sh again lifts the deny
+    config = root / "etc/edge-recorder/config.toml"
+    head, mqtt = config.read_text().split("\n[mqtt]\n", 1)
+    lan = head + "\n[mqtt]\n" + mqtt.replace("\nenabled = false\n", "\nenabled = true\n", 1) \
+        .replace('\nhost = ""\n', '\nhost = "broker.lan"\n', 1)
+    config.write_text(lan)
+    out = install_fast(root, store).stdout
+    assert not drop_in.exists() and not drop_in.parent.exists()
+    assert "removed" in out
+
+    # a broker on this machine needs no network: the deny comes back
+    config.write_text(lan.replace('host = "broker.lan"', 'host = "127.0.0.1"', 1))
+    install_fast(root, store)
+    assert drop_in.exists()
+
+
 @pytest.mark.slow
 def test_full_install_runs_the_recorder(root, store, tmp_path):
     """Everything from the package index, then the installed `edge` replays a wake word."""

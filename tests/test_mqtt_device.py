@@ -207,18 +207,19 @@ def test_purge_needs_its_confirmation_token(device: Any, commander: Commander) -
     rig = device()
     clips = rig.cfg.under_state(rig.cfg.output.clips_dir)
     clips.mkdir(parents=True, exist_ok=True)
-    (clips / "a.wav").write_bytes(b"RIFF....")
+    ours = clips / "0a0a0a0a-0000-4000-8000-00000000000a.wav"  # a name the recorder issues
+    ours.write_bytes(b"RIFF....")
     first = commander.call(DEVICE, "purge")
     assert first["ok"] and not first["done"] and len(first["confirm"]) == 16
     wrong = commander.call(DEVICE, "purge", {"confirm": "0" * 16})
-    assert not wrong["ok"] and (clips / "a.wav").exists()
+    assert not wrong["ok"] and ours.exists()
     # a wrong answer uses the token up
     stale = commander.call(DEVICE, "purge", {"confirm": first["confirm"]})
-    assert not stale["ok"] and (clips / "a.wav").exists()
+    assert not stale["ok"] and ours.exists()
     token = commander.call(DEVICE, "purge")["confirm"]
     done = commander.call(DEVICE, "purge", {"confirm": token})
     assert done["ok"] and done["done"] and done["files"] >= 1
-    assert not (clips / "a.wav").exists()
+    assert not ours.exists()
 
 
 def test_retained_commands_are_ignored(device: Any, commander: Commander) -> None:

@@ -31,7 +31,13 @@ from edge.upload.queue import Entry, queued_count
 from tests.device import device_seams
 from tests.fixtures.audio import phrase
 from tests.mqtt_helpers import Commander, DeviceRig, LiveSource, device_config
-from tests.upload_helpers import RECORDING_LIGHT, make_clip, mqtt_opts, upload_cfg
+from tests.upload_helpers import (
+    RECORDING_LIGHT,
+    SIMULATED_PINS,
+    make_clip,
+    mqtt_opts,
+    upload_cfg,
+)
 from tests.waiting import wait_for
 
 DEVICE = "0123456789abcdef"
@@ -189,7 +195,7 @@ def test_mqtt_cmd_purge_on_a_live_recorder(mqtt_broker, mosquitto_broker, tmp_pa
                                       mqtt=MqttUploadConfig(**mqtt_opts(uploads))),
                   activations=ActivationsConfig(keep_false_activation_audio=True,
                                                 checkpoint_s=0.0),
-                  hardware=RECORDING_LIGHT)
+                  hardware=RECORDING_LIGHT, security=SIMULATED_PINS)
     source = LiveSource()
     rig = DeviceRig(cfg, source, device_id=DEVICE, upload_drain_s=0)
     plugin = rig.device.upload

@@ -6,6 +6,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.audio import synth
 from edge.audio.frames import FRAME_SAMPLES
@@ -215,3 +217,45 @@ def test_real_pipeline_keeps_the_wake_word_and_the_request(store):
     assert clip.start <= 2.0 + 0.08
     assert end_of_request + 0.5 <= clip.end <= end_of_request + 1.3
     assert clip.vad_speech_ratio > 0.3
+
+
+def test_mute_discards_a_clip_still_in_its_cancel_window():
+    rec, clips, col, bus = make({40, 100}, cancel_window_s=3.0)
+    frames = numbered_frames(400, set(range(41, 50)) | set(range(101, 110)))
+    feed_all(rec, frames[:125])  # the first clip is released; the second (ended at 119) waits
+    assert len(clips) == 1
+    rec.mute()                   # the last utterance, still cancellable: it must not be sent
+    feed_all(rec, frames[125:200])
+    rec.unmute()
+    feed_all(rec, frames[200:])  # long after its window would have closed
+    rec.shutdown()
+    bus.close()
+    assert len(clips) == 1
+    assert [e.reason for e in col.of(ActivationEnded)] == ["silence", "aborted_by_mute"]
+    dropped = col.of(ActivationEnded)[1]
+    assert dropped.clip_id is None and dropped.audio is None and dropped.likely_false
+    assert rec.stats.by_reason["aborted_by_mute"] == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(fires=st.sets(st.integers(5, 250), max_size=6), mute_at=st.integers(0, 300),
+       muted_for=st.integers(0, 40), window_s=st.sampled_from([0.0, 0.5, 3.0, 8.0]))
+def test_nothing_heard_before_a_mute_is_sent_after_it(fires, mute_at, muted_for, window_s):
+    """Whatever the detections, the cancel window and the moment of the mute: a clip handed
+    to the sinks after the mute holds only audio heard after it."""
+    rec, _, _, bus = make(fires, cancel_window_s=window_s, refractory_s=0.5)
+    sent_after_mute: list[Clip] = []
+    muted = []
+    rec.clip_out = lambda clip: muted and sent_after_mute.append(clip)
+    frames = numbered_frames(400, {i + d for i in fires for d in range(1, 8)})
+    feed_all(rec, frames[:mute_at])
+    muted_at_t = rec.t
+    rec.mute()
+    muted.append(True)
+    feed_all(rec, frames[mute_at:mute_at + muted_for])  # never heard
+    rec.unmute()
+    feed_all(rec, frames[mute_at + muted_for:])
+    rec.shutdown()
+    bus.close()
+    for clip in sent_after_mute:
+        assert clip.start >= muted_at_t, (clip.start, muted_at_t)

@@ -18,6 +18,8 @@ from edge.upload.queue import Outbox
 from tests.upload_helpers import make_clip, upload_cfg
 
 NOW = 1_800_000_000.0
+A_OLD, A_NEW = "0a0a0a0a-0000-4000-8000-00000000000a", "0b0b0b0b-0000-4000-8000-00000000000b"
+"""Activation ids, in the shape the recorder issues (only such names are ours to delete)."""
 
 
 def age(path, days: float) -> None:
@@ -37,10 +39,10 @@ def populate(cfg, clock):
         age(clips / f"{new.id}{suffix}", 1)
     fa = cfg.state_path / "false_audio"
     fa.mkdir()
-    (fa / "a-old.wav").write_bytes(b"RIFF old")
-    (fa / "a-new.sealed").write_bytes(b"sealed new")
-    age(fa / "a-old.wav", 31)
-    age(fa / "a-new.sealed", 2)
+    (fa / f"{A_OLD}.wav").write_bytes(b"RIFF old")
+    (fa / f"{A_NEW}.sealed").write_bytes(b"sealed new")
+    age(fa / f"{A_OLD}.wav", 31)
+    age(fa / f"{A_NEW}.sealed", 2)
     clock._wall = NOW - 35 * DAY_S
     ob = Outbox(outbox_dir(cfg), ledger=Ledger(cfg.state_path / "ledger.jsonl", clock),
                 clock=clock)
@@ -63,7 +65,7 @@ def test_expire_deletes_everything_older_than_the_retention(tmp_path):
                        "outbox queue": 1}
     clips = cfg.under_state("clips")
     assert sorted(p.name for p in clips.iterdir()) == [f"{new.id}.json", f"{new.id}.wav"]
-    assert [p.name for p in (tmp_path / "false_audio").iterdir()] == ["a-new.sealed"]
+    assert [p.name for p in (tmp_path / "false_audio").iterdir()] == [f"{A_NEW}.sealed"]
     assert [e.id for e in ob.pending()] == ["queued-new"]
     assert [e["clip"] for e in read_ledger(tmp_path / "ledger.jsonl").entries
             if e["result"] == "expired"] == ["queued-old"]

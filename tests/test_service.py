@@ -5,6 +5,7 @@ GPIO and the watchdog depend on, and the recorder running inside the unit's sand
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from edge.commands.doctor import SYSTEM_CONFIG
+from edge.errors import ConfigError
 from tests.fixtures.https import make_tls_files
 from tests.fixtures.mqtt import TlsListener
 from tests.fixtures.sandbox import directives
@@ -180,6 +182,7 @@ def test_doctor_passes_inside_the_units_sandbox(alsa, mosquitto_broker, store, t
     cfg = tmp_path / "doctor.toml"
     cfg.write_text(f'state_dir = "{tmp_path / "state"}"\n[audio]\ninput = "edgemic"\n'
                    '[hardware]\nprofile = "generic-usb"\npin_factory = "mock"\n'
+                   'mute_pull = "down"\n'  # the switch reads listen: the doctor opens the mic
                    f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
                    f'ca = "{tls.ca}"\n')
     proc = sandboxed(UNIT, str(EDGE), "doctor", "--config", str(cfg), "--json",
@@ -189,3 +192,42 @@ def test_doctor_passes_inside_the_units_sandbox(alsa, mosquitto_broker, store, t
         assert rows[check]["status"] == "ok", rows[check]
     assert "TLSv1" in rows["broker"]["detail"]
     assert "real-time factor" in rows["cpu"]["detail"]
+
+
+# ---- the IP deny install.sh adds while nothing leaves the device (systemd/no-network.conf) ----
+
+
+def test_under_the_ip_deny_a_config_that_reaches_another_machine_is_refused(tmp_path):
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f'state_dir = "{tmp_path / "state"}"\n'
+                   '[mqtt]\nenabled = true\nhost = "broker.lan"\n')
+    env = {**os.environ, "EDGE_IP_DENIED": "1"}  # what the drop-in sets
+    proc = subprocess.run([str(EDGE), "run", "--config", str(cfg)], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "mqtt.host = 'broker.lan' is another machine" in line and "install.sh" in line
+
+
+def test_the_ip_deny_is_for_configs_that_stay_on_this_machine():
+    from edge.config import Config, HttpsUploadConfig, MqttConfig, UploadConfig
+    from edge.service.network import check_network_allowed, remote_hosts
+
+    denied = {"EDGE_IP_DENIED": "1"}
+    local = Config(mqtt=MqttConfig(enabled=True, host="127.0.0.1"),
+                   upload=UploadConfig(mode="https",
+                                       https=HttpsUploadConfig(url="http://localhost:8/c")))
+    assert remote_hosts(local) == []
+    check_network_allowed(local, denied)
+    away = Config(upload=UploadConfig(mode="https",
+                                      https=HttpsUploadConfig(url="https://collector.example/c")))
+    assert remote_hosts(away) == [("upload.https.url", "collector.example")]
+    check_network_allowed(away, {})  # no deny in force: nothing to refuse
+    with pytest.raises(ConfigError, match="upload.https.url = 'collector.example'"):
+        check_network_allowed(away, denied)
+
+
+def test_the_drop_in_lowers_the_exposure(tmp_path):
+    both = tmp_path / "edge-recorder.service"
+    both.write_text(UNIT.read_text() + "\n" + (REPO / "systemd/no-network.conf").read_text())
+    assert exposure(both) < exposure(UNIT)

@@ -295,6 +295,8 @@ ca = "{rx.ca_path}"
 profile = "generic-usb"       # an uploading device must have a recording light
 pin_factory = "mock"
 mute_pin = "none"
+[security]
+allow_simulated_pins = true   # the light's pin is simulated: the test says it knows
 """)
     assert edge(["run", "--config", str(config), "--input", str(wav(detections(2)))]) == 0
     assert len(rx.ok_bodies()) == 2

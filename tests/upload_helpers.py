@@ -16,6 +16,7 @@ from edge.config import (
     HttpsUploadConfig,
     MqttUploadConfig,
     OutputConfig,
+    SecurityConfig,
     UploadConfig,
 )
 from edge.pipeline.clip import Clip
@@ -48,6 +49,7 @@ def upload_cfg(state: Path, mode: str = "off", *, keep_local: bool = False,
         upload=UploadConfig(mode=mode, mqtt=MqttUploadConfig(**(mqtt or {})),
                             https=HttpsUploadConfig(**(https or {})), **upload),
         hardware=RECORDING_LIGHT,
+        security=SIMULATED_PINS,
     )
 
 
@@ -55,6 +57,10 @@ RECORDING_LIGHT = HardwareConfig(profile="generic-usb", pin_factory="mock", mute
                                  button_pin="none")
 """A device that uploads must show when it records (``edge run`` refuses one without a
 light): an LED on a simulated pin, no switch, no cancel button."""
+
+SIMULATED_PINS = SecurityConfig(allow_simulated_pins=True)
+"""The opt-out a device with ``RECORDING_LIGHT`` needs to upload: its pins are simulated
+(``edge run`` refuses that unless the owner accepts it in ``[security]``)."""
 
 
 def mqtt_opts(broker: Any, **kw: Any) -> dict[str, Any]:

@@ -5,7 +5,8 @@
 #
 #   deploy/mosquitto/make-broker-files.sh OUT_DIR BROKER_HOST DEVICE_ID...
 #
-# OUT_DIR gets ca.crt, ca.key (keep it offline), broker.crt, broker.key, passwd, acl,
+# OUT_DIR gets ca.crt, ca.key (keep it offline), broker.crt, broker.key, passwd, acl (the
+# service accounts from ./acl, then one block per device from ./acl-device),
 # mosquitto.conf, and secrets/<user>.password (install each on its device as
 # upload.mqtt.password_file and mqtt.password_file, mode 0600; never in git).
 # DEVICE_ID is what `edge identity show` prints on that device. Re-running keeps the
@@ -52,7 +53,19 @@ for user in "$@" dashboard receiver; do
     printf '%s\n' "$pw" > "secrets/$user.password"
     mosquitto_passwd -b passwd "$user" "$pw"
 done
-cp "$here/acl" "$here/mosquitto.conf" .
+cp "$here/mosquitto.conf" .
+# The ACL: the service accounts, then one block per device in the password file (this run's
+# and earlier ones'), each granting that device its own topics only (see acl-device).
+{
+    cat "$here/acl"
+    cut -d: -f1 passwd | while read -r user; do
+        if [ "$user" != dashboard ] && [ "$user" != receiver ] \
+                && [[ $user =~ ^[A-Za-z0-9_-]{1,64}$ ]]; then
+            sed "s/DEVICE_ID/$user/g" "$here/acl-device"
+        fi
+    done
+} > acl.new
+mv acl.new acl
 chmod 0644 ca.crt broker.crt acl mosquitto.conf
 chmod 0600 ca.key broker.key passwd secrets/*
 echo "made $out: CA, broker certificate for $host, passwords for $* dashboard receiver"

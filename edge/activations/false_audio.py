@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edge.audio.frames import SAMPLE_RATE
 from edge.audio.wav import encode_wav
-from edge.files import atomic_write
+from edge.files import atomic_write, is_clip_id, private_dir
 from edge.pipeline.events import ActivationEnded
 from edge.privacy.bundle import pack
 from edge.privacy.crypto import Sealer, sealer_for
@@ -25,7 +25,10 @@ class FalseAudioKeeper:
     def keep(self, ev: ActivationEnded) -> str:
         """Write the event's audio; the file name (under ``directory``)."""
         assert ev.audio is not None, "only an activation whose audio was kept"
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not is_clip_id(ev.activation_id):  # the file name, and what purge deletes
+            raise ValueError(f"activation id {ev.activation_id!r} is not one the recorder "
+                             "issues (a UUID)")
+        private_dir(self.directory)
         data = encode_wav(ev.audio, SAMPLE_RATE)
         if self._sealer is not None:
             d = ev.detection

@@ -148,6 +148,7 @@ class ActivationLogPlugin:
         self._clip_audio: dict[str, tuple[np.ndarray, float]] = {}
         self._period: _Period | None = None
         self._last_t = 0.0
+        self._stream_started = False
         self._last_error = ""
         # The audio thread's own: frames counted for the checkpoints.
         self._ck_frames = round(self.acfg.checkpoint_s / FRAME_S)
@@ -188,8 +189,12 @@ class ActivationLogPlugin:
         check_label(label, source)
         done: Future[str] = Future()
         grace = LABEL_GRACE_S if len(ref) == 36 else 0.0
-        self._q.put(_Label(ref, label, source, self.clock.wall(), done,
-                           time.monotonic() + grace))
+        try:  # never blocks the caller (the MQTT command worker): a full log says so
+            self._q.put_nowait(_Label(ref, label, source, self.clock.wall(), done,
+                                      time.monotonic() + grace))
+        except queue.Full:
+            done.set_exception(ActivationLogError("the activation log is behind; send the "
+                                                  "label again in a moment"))
         return done
 
     def mark_uploaded(self, clip_id: str) -> None:
@@ -199,8 +204,14 @@ class ActivationLogPlugin:
     # ---- the audio thread -----------------------------------------------------------------
 
     def on_frame(self) -> None:
-        """A frame was heard: every ``checkpoint_s`` of listening, a checkpoint."""
+        """A frame was heard: every ``checkpoint_s`` of listening, a checkpoint.
+
+        The first frame also says the stream started, in this same queue: the bus's
+        ``StreamStarted`` comes by another thread and could arrive after a checkpoint.
+        """
         self._frames += 1
+        if self._frames == 1:
+            self._q.put(StreamStarted(self.clock.wall()))
         if self._ck_frames and self._frames % self._ck_frames == 0:
             try:
                 self._q.put_nowait(_Checkpoint(self._frames * FRAME_S, self.clock.wall()))
@@ -244,8 +255,10 @@ class ActivationLogPlugin:
         elif isinstance(item, StateChanged):
             self._state(item)
         elif isinstance(item, StreamStarted):
-            if self._period is None:
+            # told twice when checkpoints are on (the bus and the frame hook): once counts
+            if self._period is None and not self._stream_started:
                 self._start_period(item.wall_time, 0.0)
+            self._stream_started = True
         elif isinstance(item, _Checkpoint):
             if self._period is not None:
                 self._checkpoint(self._period, max(0.0, item.t - self._period.start_t),

@@ -5,6 +5,7 @@ outcomes, and the ``--since`` times its readers take.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,19 +111,41 @@ def at_or_now(at: float | None) -> float:
     return datetime.now(UTC).timestamp() if at is None else at
 
 
-def parse_since(text: str, now: float | None = None) -> float:
+ACTIVATION_NUMBER = re.compile(r"[0-9]{1,18}")
+"""An activation's number as typed: ASCII digits that fit SQLite's INTEGER."""
+LAST_TIME = 253402300799.0
+"""9999-12-31T23:59:59Z, the last time ``datetime`` shows."""
+AGE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)([dhm])")
+"""An age such as ``7d``, ``12h`` or ``1.5m``: ASCII digits only (``int`` and ``float``
+take other scripts' digits, ``isdigit`` takes superscripts too)."""
+
+
+def parse_since(text: str, now: float | None = None, key: str = "--since") -> float:
     """``--since``: an ISO 8601 date or time (UTC unless it says otherwise), or an age
-    such as ``7d``, ``12h`` or ``30m``; epoch seconds."""
+    such as ``7d``, ``12h`` or ``30m``; epoch seconds, from 1970 on. ``key`` names the
+    setting in the one-line ``UsageError`` (``since`` over MQTT).
+
+    >>> parse_since("2d", now=86400.0 * 3)
+    86400.0
+    """
     s = text.strip()
     units = {"d": 86400, "h": 3600, "m": 60}
-    if len(s) >= 2 and s[-1] in units and s[:-1].replace(".", "", 1).isdigit():
-        return at_or_now(now) - float(s[:-1]) * units[s[-1]]
-    try:
-        when = datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"--since {text!r} is not a date; give YYYY-MM-DD, a time such as "
-                         "2024-05-01T13:00Z (UTC unless an offset is given), or an age such "
-                         "as 7d, 12h or 30m") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+    hint = ("give YYYY-MM-DD, a time such as 2024-05-01T13:00Z (UTC unless an offset is "
+            "given), or an age such as 7d, 12h or 30m")
+    age = AGE.fullmatch(s)
+    if age:
+        at = at_or_now(now) - float(age[1]) * units[age[2]]
+    else:
+        try:
+            if not s.isascii():
+                raise ValueError(s)
+            when = datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            at = when.timestamp()
+        except (ValueError, OverflowError):
+            raise UsageError(f"{key} {text[:60]!r} is not a date; {hint}") from None
+    if not 0 <= at <= LAST_TIME:
+        raise UsageError(f"{key} {text[:60]!r} is outside 1970 to 9999, the times the log can "
+                         f"hold; {hint}")
+    return at

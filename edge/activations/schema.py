@@ -8,11 +8,11 @@ Readers and writers share one connection, opened here in WAL mode with
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 from pathlib import Path
 
 from edge.errors import EdgeError
+from edge.files import private_db
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +88,11 @@ def connect(path: Path, create: bool = True, check: bool = False) -> sqlite3.Con
             f"there is no activation log at {path} yet; it is created when `edge run` "
             "starts (set [activations] db to use another file)")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fresh = not path.exists()
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(private_db(path), timeout=BUSY_TIMEOUT_MS / 1000,
+                               isolation_level=None, check_same_thread=False)
     except (OSError, sqlite3.Error) as exc:
         raise ActivationLogError(fix_for(path, exc)) from None
     try:
-        if fresh:
-            os.chmod(path, 0o600)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":

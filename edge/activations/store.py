@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.activations.rows import (
+    ACTIVATION_NUMBER,
     ActivationRow,
     Period,
     at_or_now,
@@ -224,20 +225,21 @@ class ActivationLog:
             return str(row[0])
         row = c.execute("SELECT id FROM activations WHERE id = ?", (ref,)).fetchone()
         hexish = len(ref) >= 4 and all(ch in "0123456789abcdef-" for ch in ref.lower())
-        if row is None and ref.isdigit():
+        number = ACTIVATION_NUMBER.fullmatch(ref) is not None  # ASCII, fits SQLite's INTEGER
+        if row is None and number:
             row = c.execute("SELECT id FROM activations WHERE n = ?", (int(ref),)).fetchone()
         if row is None and hexish:
             rows = c.execute("SELECT id FROM activations WHERE id LIKE ? LIMIT 2",
                              (ref.lower() + "%",)).fetchall()
             if len(rows) > 1:
-                raise ActivationLogError(f"activation id prefix {ref!r} matches more than one "
+                raise ActivationLogError(f"activation id prefix {ref[:40]!r} matches more than one "
                                          "activation; give more of the id, or its number")
             row = rows[0] if rows else None
-        elif row is None and not ref.isdigit():
-            raise UsageError(f"{ref!r} is not an activation number or id; give the number or "
-                             "id shown by `edge log`, or 'last'")
+        elif row is None and not number:
+            raise UsageError(f"{ref[:60]!r} is not an activation number or id; give the "
+                             "number or id shown by `edge log`, or 'last'")
         if row is None:
-            raise ActivationLogError(f"no activation {ref} in the log; `edge log` lists the "
+            raise ActivationLogError(f"no activation {ref[:40]} in the log; `edge log` lists the "
                                      "activations it holds")
         return str(row[0])
 

@@ -1,12 +1,23 @@
-"""``edge audit [--json]``: exactly what left the device, and when (from the ledger)."""
+"""``edge audit [--json]``: exactly what left the device, and when.
+
+The ledger holds every clip (audio) that was sent or tried. With ``[mqtt]`` enabled the
+device also publishes metadata that the ledger does not hold message by message (see
+``edge.mqtt.disclosure`` for why); the audit then says so, and names each kind of message,
+its topic and its fields, so that "nothing has left" is never claimed when something did.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge.config import Config
+    from edge.mqtt.disclosure import Disclosure
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,8 +37,13 @@ def main(args: argparse.Namespace) -> int:
     read = read_ledger(ledger_path(cfg))
     queued = queued_count(outbox_dir(cfg))
     summary = summarize(read.entries)
+    also = also_published(cfg)
     if args.json:
         print(json.dumps({"ledger": str(ledger_path(cfg)), "upload": cfg.upload.mode,
+                          "ledger_covers": LEDGER_COVERS,
+                          "also_published": None if also is None else {
+                              "broker": also[0],
+                              "messages": [dataclasses.asdict(d) for d in also[1]]},
                           "entries": read.entries, "summary": summary, "queued": queued,
                           "unreadable_lines": read.unreadable}, indent=2))
         return 0
@@ -37,7 +53,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"{e.get('time', '?'):<29} {e['result']:<11} {e.get('bytes', 0):>9} B  "
               f"{e['clip']:<36}  {e.get('destination') or '-'}{'  ' + extra if extra else ''}")
     if not read.entries:
-        print("nothing has left this device: the ledger is empty")
+        print("nothing has left this device: the ledger is empty" if also is None else
+              "no audio has left this device: the ledger, which records every clip, is "
+              "empty; but metadata has, see below")
     delivered = summary["delivered"]
     print(f"delivered: {delivered['clips']} clip(s), {delivered['bytes'] / 1e6:.2f} MB; "
           f"failed attempts: {summary['counts'].get('failed', 0)}; dropped: "
@@ -45,7 +63,33 @@ def main(args: argparse.Namespace) -> int:
           f"{summary['unconfirmed']}; still queued: {max(queued, 0)}")
     if read.unreadable:
         print(f"{read.unreadable} unreadable ledger line(s) skipped (a write cut by power loss)")
+    if also is not None:
+        broker, messages = also
+        print(f"The ledger records only {LEDGER_COVERS}. [mqtt] is enabled, so this device "
+              f"also publishes the following to {broker} whenever it is connected: metadata, "
+              "never audio, and not in the ledger (the activations themselves are in "
+              "`edge log`):")
+        for d in messages:
+            kept = ("retained: the broker keeps the last one for every later subscriber"
+                    if d.retained else "not retained")
+            print(f"  {d.topic}: {', '.join(d.carries)}\n      {d.when}; {kept}")
     return 0
+
+
+LEDGER_COVERS = "the clips (audio) that upload.mode sends or tries to send"
+
+
+def also_published(cfg: Config) -> tuple[str, list[Disclosure]] | None:
+    """What leaves besides the ledger's clips: the broker and each kind of [mqtt] message;
+    None when [mqtt] is off (then the ledger is the whole truth)."""
+    from edge.mqtt.disclosure import mqtt_disclosures
+    from edge.privacy.identity import stored_id
+
+    if not cfg.mqtt.enabled:
+        return None
+    m = cfg.mqtt
+    where = f"{'mqtts' if m.tls else 'mqtt'}://{m.host}:{m.port}"
+    return where, mqtt_disclosures(m, stored_id(cfg.state_path))
 
 
 def shown(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """``edge dashboard --broker URL``: the live fleet page for field testers.
 
 It follows ``<base>/+/#`` on the broker, keeps the fleet's history in SQLite, and
-serves a page on 127.0.0.1:8080 (another --host needs --password-file). Needs the
+serves a page on 127.0.0.1:8080 (another --host needs --password-file; a name the page
+is opened by other than localhost and the --host address needs --allow-host). Needs the
 optional extra: ``pip install 'edge-recorder[dashboard]'``.
 """
 
@@ -21,6 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
                                                        "127.0.0.1; others need a password)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another host name (or IP address) the page may be opened by; "
+                        "repeat for more. Only localhost, 127.0.0.1, [::1], the --host "
+                        "address and these are answered (against DNS rebinding)")
     p.add_argument("--password-file", type=Path, help="file holding the page's password "
                                                       "(HTTP Basic, any user name)")
     p.add_argument("--db", type=Path, help="history database (default: dashboard.sqlite3 "
@@ -54,6 +59,9 @@ def main(args: argparse.Namespace) -> int:
 
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a port; give 1 to 65535")
+    from edge.dashboard.guards import allowed_hosts
+
+    allowed_hosts(args.host, args.allow_host)  # a bad --allow-host, before anything starts
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -70,7 +78,8 @@ def main(args: argparse.Namespace) -> int:
                              "password on its first line")
     check_port_free(args.host, args.port)
     db = args.db or Config().state_path / "dashboard.sqlite3"
-    dash = Dashboard(broker(args), db, args.host, args.port, password, args.base)
+    dash = Dashboard(broker(args), db, args.host, args.port, password, args.base,
+                     args.allow_host)
     print(f"edge dashboard: {dash.url} (history in {db})", flush=True)
     dash.run()
     return 0

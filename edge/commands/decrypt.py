@@ -5,16 +5,21 @@
 
 A CLIP is a ``.sealed`` file from the clips directory, a payload received over
 MQTT or HTTPS, or an outbox spool file: all hold the same sealed clip.
+
+The id inside a clip comes from whoever sealed it, so it names the output only if it is
+a clip id as the recorder issues them (a UUID); any other id gets a name made from the
+clip's sha256. Outputs are 0600 and never replace a file without ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
 from edge.commands import output_folder
-from edge.errors import SealError, UsageError
+from edge.errors import EdgeError, SealError, UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,10 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--new-key", type=Path, metavar="FILE",
                    help="make a key pair: write the private key to FILE (0600) and print the "
                         "public key to set as upload.encrypt_to")
+    p.add_argument("--force", action="store_true",
+                   help="replace <id>.wav and <id>.json when they exist already")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    from edge.files import private_dir, write_output
     from edge.privacy import crypto
 
     if args.new_key is not None:
@@ -44,21 +52,41 @@ def main(args: argparse.Namespace) -> int:
                          "make a key pair)")
     output_folder(args.out, "--out")
     key = crypto.read_private_key(args.key)
-    args.out.mkdir(parents=True, exist_ok=True)
+    private_dir(args.out)
     failures = 0
     for path in args.files:
         try:
             wav, meta = open_clip(path, key)
-        except (SealError, OSError) as exc:
+            name = output_name(meta, wav)
+            meta = dict(meta, file=f"{name}.wav")
+            if not args.force:  # neither file is written when either is there
+                for suffix in (".wav", ".json"):
+                    there = args.out / f"{name}{suffix}"
+                    if there.is_symlink() or there.exists():
+                        raise UsageError(f"{there} exists; give --force to replace it, or "
+                                         "another --out")
+            write_output(args.out / f"{name}.wav", wav, args.force)
+            write_output(args.out / f"{name}.json",
+                         json.dumps(meta, indent=2, sort_keys=True).encode(), args.force)
+        except (EdgeError, OSError) as exc:
             failures += 1
             print(f"edge: error: {path}: {getattr(exc, 'strerror', None) or exc}")
             continue
-        clip_id = str(meta.get("id") or path.stem)
-        (args.out / f"{clip_id}.wav").write_bytes(wav)
-        meta = dict(meta, file=f"{clip_id}.wav")
-        (args.out / f"{clip_id}.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        print(f"{path} -> {args.out / (clip_id + '.wav')}")
+        made = "" if name == meta.get("id") else " (its id is not a clip id; the name is made)"
+        print(f"{path} -> {args.out / (name + '.wav')}{made}")
     return 1 if failures else 0
+
+
+def output_name(meta: dict, wav: bytes) -> str:
+    """The clip's id when it is one the recorder issues (a UUID), else a name we make from
+    the clip's content (the same clip gets the same name)."""
+    from edge.files import is_clip_id
+    from edge.privacy.bundle import pack
+
+    clip_id = meta.get("id")
+    if isinstance(clip_id, str) and is_clip_id(clip_id):
+        return clip_id
+    return f"clip-{hashlib.sha256(pack(meta, wav)).hexdigest()[:16]}"
 
 
 def open_clip(path: Path, private_key: str) -> tuple[bytes, dict]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from edge.activations.store import ActivationLog, db_path, parse_since
 from edge.errors import UsageError
+from edge.files import write_output
 
 FIELDS = ("n", "id", "time", "wall_time", "model", "threshold", "peak_score", "frames_over",
           "clip_id", "duration_s", "vad_speech_ratio", "end_reason", "outcome", "likely_false",
@@ -51,12 +52,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
     p.add_argument("--export", type=Path, metavar="FILE",
                    help="write to FILE instead: .csv, .json (an array) or .jsonl")
+    p.add_argument("--force", action="store_true", help="replace the --export FILE if it exists")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit {args.limit} is not allowed; give 1 or more")
+    if args.limit is not None and args.limit > 10**9:  # SQLite's integers hold 64 bits
+        raise UsageError(f"--limit {str(args.limit)[:30]} is too large; give at most 1000000000")
     if args.export is not None and args.export.suffix.lower() not in EXPORT_FORMATS:
         raise UsageError(f"--export {args.export}: cannot tell the format from the name; end "
                          f"it in {', '.join(EXPORT_FORMATS)}")
@@ -67,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
     rows.sort(key=lambda r: r["n"])
     if args.export is not None:
         data = render(rows, args.export.suffix.lower())
-        args.export.write_text(data)
+        write_output(args.export, data.encode(), args.force)
         print(f"wrote {len(rows)} activation(s) to {args.export}", file=sys.stderr)
     elif args.json:
         sys.stdout.write(render(rows, ".jsonl"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="manifest name or .onnx path; may be repeated (default: the config's)")
     p.add_argument("--threshold", type=_threshold_list, metavar="LIST",
                    help="thresholds to sweep, comma-separated (default 0.05,0.1,...,0.95; "
-                        "the device's threshold is always added)")
+                        "the device's threshold is always added). Values below the threshold "
+                        "floor (0.1) are allowed here: the sweep only counts, offline")
     p.add_argument("--positives", type=Path, metavar="DIR",
                    help="one utterance per file, or a subfolder per keyword (model name)")
     p.add_argument("--out", type=Path, default=Path("measure-report"), metavar="DIR",
@@ -114,11 +116,21 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+_OURS = {"snippets": re.compile(r"[0-9]{5}_[A-Za-z0-9_-]*_[0-9]+\.[0-9]{2}s\.wav"),
+         "plots": re.compile(r"det\.png|timeline_[0-9]{5}\.png")}
+"""The names ``edge measure`` gives its snippets and plots: the only files it removes."""
+
+
 def _clear_previous(out: Path) -> None:
-    """Snippets and plots of an earlier run in the same folder would read as this run's."""
-    for sub, pattern in (("snippets", "*.wav"), ("plots", "*.png")):
-        for f in (out / sub).glob(pattern):
-            f.unlink()
+    """Snippets and plots of an earlier run in the same folder would read as this run's.
+    Only names we give are removed, never through a symlink (``--out`` may be any folder)."""
+    for sub, ours in _OURS.items():
+        folder = out / sub
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        for f in folder.iterdir():
+            if ours.fullmatch(f.name) and not f.is_symlink() and f.is_file():
+                f.unlink()
 
 
 def _probe(jobs: list[Job], cfg: Config) -> tuple[dict[int, float], dict[int, FileResult]]:

@@ -15,10 +15,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from edge.compose.config import load_checked_config
+    from edge.files import check_owned
     from edge.privacy.places import audio_places, ledger_path
     from edge.privacy.retention import files_in, purge
 
     cfg = load_checked_config(args.config)
+    check_owned(cfg.state_path, "state_dir")
     if not args.yes:
         total = 0
         for place in audio_places(cfg):

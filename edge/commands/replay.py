@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from edge.commands import output_folder
 from edge.compose.config import load_checked_config
 from edge.config import Config, replace
+from edge.config.rules import threshold_refusal
 from edge.errors import UsageError
 
 if TYPE_CHECKING:
@@ -31,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="config file (TOML)")
     p.add_argument("--model", action="append", metavar="NAME",
                    help="manifest name or .onnx path; may be repeated")
-    p.add_argument("--threshold", type=float, metavar="X", help="threshold for every model")
+    p.add_argument("--threshold", type=float, metavar="X",
+                   help="threshold for every model (0.1 to 1: never below the threshold floor)")
     p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
     p.add_argument("--clips", type=Path, metavar="DIR", help="also write the clips here")
     p.set_defaults(func=main)
@@ -41,8 +43,9 @@ def replay_config(args: argparse.Namespace) -> Config:
     cfg = load_checked_config(args.config)
     wake = cfg.wake
     if args.threshold is not None:
-        if not 0.0 <= args.threshold <= 1.0:
-            raise UsageError(f"--threshold {args.threshold} is out of range; give 0 to 1")
+        refusal = threshold_refusal(args.threshold, "--threshold")
+        if refusal:
+            raise UsageError(refusal)
         wake = replace(wake, threshold=args.threshold, thresholds={})
     if args.model:
         wake = replace(wake, models=list(args.model))

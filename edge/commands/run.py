@@ -42,6 +42,9 @@ def main(args: argparse.Namespace) -> int:
     from edge.service.logs import configure
 
     cfg = load_checked_config(args.config)
+    from edge.service.network import check_network_allowed
+
+    check_network_allowed(cfg)  # under install.sh's IP deny, a config that needs the network
     if args.input is not None:
         cfg = replace(cfg, audio=replace(cfg.audio, input=args.input))
     from edge.hardware.profiles import apply_audio
@@ -51,8 +54,11 @@ def main(args: argparse.Namespace) -> int:
     configure(cfg.log_level, cfg.log_levels)
     demo = args.demo_if_no_device or cfg.audio.demo_when_no_device
     source = open_source(cfg, demo)
-    if not _live(source):  # a file or the demo: nobody is at a microphone to hear a chime
-        cfg = replace(cfg, hardware=replace(cfg.hardware, chime=False))
+    if not _live(source):
+        # A file or the demo: nobody is at a microphone to hear a chime, so silence is no
+        # downgrade here and the opt-out is set for this run only, never in the file.
+        cfg = replace(cfg, hardware=replace(cfg.hardware, chime=False),
+                      security=replace(cfg.security, allow_silent_recording=True))
     if args.realtime:
         from edge.audio.sources import PacedSource
 

@@ -3,8 +3,9 @@
 ``load_config`` (edge.config) checks what config values alone can tell. What needs a
 subsystem's knowledge is checked here, where every subsystem may be imported: the
 ``[hardware]`` keys against the board's profile, ``upload.encrypt_to`` as a public key,
-and that a device which uploads has a recording light. Every command that reads a
-config file uses ``load_checked_config``.
+and that a device which uploads has a recording light, real pins and chimes (unless
+``[security]`` accepts the downgrade). Every command that reads a config file uses
+``load_checked_config``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from edge.config import Config, load_config
 from edge.errors import ConfigError
-from edge.hardware.profiles import check_indicator, resolve
+from edge.hardware.profiles import check_indicator, check_uploading_parts, resolve
 from edge.privacy.crypto import decode_key
 
 
@@ -25,7 +26,9 @@ def check_config(cfg: Config) -> None:
         except ValueError as exc:
             raise ConfigError(f"upload.encrypt_to is not a public key ({exc}); paste the public "
                               "key printed by `edge decrypt --new-key`") from None
-    check_indicator(resolve(cfg.hardware), cfg.upload.mode)
+    spec = resolve(cfg.hardware)
+    check_indicator(spec, cfg.upload.mode)
+    check_uploading_parts(spec, cfg.upload.mode, cfg.security)
 
 
 def load_checked_config(path: Path | str | None) -> Config:

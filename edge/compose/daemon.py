@@ -129,7 +129,7 @@ def activation_stats(cfg: Config) -> StatsReport:
     """The activation log's statistics, read from its database (MQTT ``cmd/stats``)."""
     def report(since: str | None) -> dict[str, Any]:
         with ActivationLog.open(db_path(cfg), create=False) as store:
-            out = compute(store, parse_since(since) if since else None)
+            out = compute(store, parse_since(since, key="since") if since else None)
         out.pop("reference", None)
         return out
 
@@ -204,7 +204,7 @@ def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem
     if systemd is not None:
         built.append(systemd)
 
-    on_frame: list[Hook] = [clockwatch.on_frame]
+    on_frame: list[Hook] = [hardware.on_frame, clockwatch.on_frame]
     if activations is not None and cfg.activations.checkpoint_s:
         on_frame.append(activations.on_frame)
     if systemd is not None and systemd.watchdog is not None:

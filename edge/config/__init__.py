@@ -21,6 +21,7 @@ from edge.config.schema import (
     MqttUploadConfig,
     OutputConfig,
     RecordConfig,
+    SecurityConfig,
     UploadConfig,
     WakeConfig,
 )
@@ -29,5 +30,6 @@ from edge.config.validate import validate
 __all__ = [
     "MANIFEST_WAKE_WORDS", "ActivationsConfig", "AudioConfig", "BrokerConnection", "Config",
     "HardwareConfig", "HttpsUploadConfig", "MqttConfig", "MqttUploadConfig", "OutputConfig",
-    "RecordConfig", "UploadConfig", "WakeConfig", "build", "load_config", "replace", "validate",
+    "RecordConfig", "SecurityConfig", "UploadConfig", "WakeConfig", "build", "load_config",
+    "replace", "validate",
 ]

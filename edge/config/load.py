@@ -35,6 +35,9 @@ def load_config(path: Path | str | None) -> Config:
         raise ConfigError(f"config file {p} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"config file {p} nests arrays or tables too deeply to read; a "
+                          "config nests tables at most three deep") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
         raise ConfigError(f"cannot read config file {p!s:.200}: {exc}") from None
     cfg: Config = build(Config, data, "")
@@ -106,9 +109,11 @@ def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
     mapping), or a ConfigError naming the key, the value and what is allowed."""
     given = value
 
-    def bad() -> ConfigError:
-        return ConfigError(f"config key {key} = {given!r} is not allowed; expected "
-                           f"{_allowed(hint, meta)}")
+    def bad(why: str = "") -> ConfigError:
+        shown = repr(given)
+        shown = shown if len(shown) <= 80 else shown[:76] + "..."  # stays a readable line
+        return ConfigError(f"config key {key} = {shown} is not allowed; expected "
+                           f"{_allowed(hint, meta)}" + (f" ({why})" if why else ""))
 
     origin = typing.get_origin(hint)
     if origin is tuple:  # tuple[X, ...]: a TOML array
@@ -132,7 +137,10 @@ def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
     elif hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad()
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise bad() from None
         if not math.isfinite(value):
             raise bad()
     elif hint is str and not isinstance(value, str):
@@ -140,8 +148,8 @@ def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
     if meta.get("choices") and value not in meta["choices"]:
         raise bad()
     lo, hi = meta.get("lo"), meta.get("hi")
-    if isinstance(value, int | float) and (
-        (lo is not None and value < lo) or (hi is not None and value > hi)
-    ):
+    if isinstance(value, int | float) and lo is not None and value < lo:
+        raise bad(meta.get("why_lo", ""))
+    if isinstance(value, int | float) and hi is not None and value > hi:
         raise bad()
     return value

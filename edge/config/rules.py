@@ -13,6 +13,27 @@ import ipaddress
 
 from edge.errors import ConfigError
 
+THRESHOLD_FLOOR = 0.1
+"""The lowest wake threshold any setting may give (config, ``--threshold``, MQTT
+``set_threshold``). Below it a model fires on ordinary speech and the device becomes a
+continuous recorder; README.md ("The threshold floor") gives the score figures it rests on
+(``bench/threshold_floor.py``)."""
+FLOOR_WHY = (f"{THRESHOLD_FLOOR:g} is the threshold floor: lower makes the device record "
+             "ordinary speech")
+
+
+def threshold_refusal(value: float, where: str, hi: float = 1.0) -> str | None:
+    """Why ``value`` cannot be a wake threshold set by ``where``, or None when it can.
+
+    >>> threshold_refusal(0.05, "--threshold")  # doctest: +ELLIPSIS
+    '--threshold 0.05 is too low; give 0.1 to 1 (0.1 is the threshold floor: lower ...)'
+    """
+    if THRESHOLD_FLOOR <= value <= hi:
+        return None
+    if value < THRESHOLD_FLOOR:
+        return f"{where} {value} is too low; give {THRESHOLD_FLOOR:g} to {hi:g} ({FLOOR_WHY})"
+    return f"{where} {value} is out of range; give {THRESHOLD_FLOOR:g} to {hi:g}"  # NaN too
+
 
 def check_topic_levels(value: str, key: str, example: str = "edge") -> None:
     """Refuse a topic prefix a broker would misread: empty, a wildcard, a leading or trailing

@@ -20,6 +20,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from edge.config.rules import FLOOR_WHY, THRESHOLD_FLOOR
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
@@ -42,9 +44,10 @@ copyreg.pickle(MappingProxyType, lambda m: (read_only, (dict(m),)))
 
 
 def opt(default: Any, *, lo: float | None = None, hi: float | None = None,
-        choices: tuple[Any, ...] | None = None, doc: str = "") -> Any:
-    """A config field with an allowed range or set of choices."""
-    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
+        choices: tuple[Any, ...] | None = None, doc: str = "", why_lo: str = "") -> Any:
+    """A config field with an allowed range or set of choices; ``why_lo`` says, in a
+    refusal, why nothing below ``lo`` is allowed."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc, "why_lo": why_lo}
     if isinstance(default, Mapping):
         return field(default_factory=lambda: read_only(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -87,8 +90,11 @@ class WakeConfig:
     models: tuple[str, ...] = opt(("hey_jarvis",),
                                   doc="manifest names (alexa, hey_jarvis, hey_mycroft, "
                                       "hey_rhasspy) or paths of .onnx classifiers")
-    threshold: float = opt(0.5, lo=0.0, hi=1.0, doc="score at or above which a frame counts")
-    thresholds: Mapping[str, float] = opt({}, lo=0.0, hi=1.0, doc="per-model threshold overrides")
+    threshold: float = opt(0.5, lo=THRESHOLD_FLOOR, hi=1.0, why_lo=FLOOR_WHY,
+                           doc="score at or above which a frame counts (never below the floor, "
+                               "0.1: lower records ordinary speech)")
+    thresholds: Mapping[str, float] = opt({}, lo=THRESHOLD_FLOOR, hi=1.0, why_lo=FLOOR_WHY,
+                                          doc="per-model threshold overrides")
     patience: int = opt(1, lo=1, hi=50, doc="consecutive frames over threshold before a trigger")
     refractory_s: float = opt(2.0, lo=0.0, hi=60.0, doc="seconds before the same model may "
                                                         "trigger again")
@@ -296,9 +302,11 @@ class MqttConfig(BrokerConnection):
                                                               "messages (changes go at once)")
     discovery: bool = opt(True, doc="announce the device to Home Assistant (MQTT discovery)")
     discovery_prefix: str = opt("homeassistant", doc="Home Assistant's discovery prefix")
-    threshold_min: float = opt(0.1, lo=0.0, hi=1.0, doc="lowest threshold cmd/set_threshold "
-                                                        "may set")
-    threshold_max: float = opt(0.95, lo=0.0, hi=1.0, doc="highest threshold "
+    threshold_min: float = opt(0.1, lo=THRESHOLD_FLOOR, hi=1.0, why_lo=FLOOR_WHY,
+                               doc="lowest threshold cmd/set_threshold may set (never below "
+                                   "the floor, 0.1)")
+    threshold_max: float = opt(0.95, lo=THRESHOLD_FLOOR, hi=1.0, why_lo=FLOOR_WHY,
+                               doc="highest threshold "
                                                          "cmd/set_threshold may set")
     allow_remote_unmute: bool = opt(False, doc="cmd/mute {\"on\": false} may clear a soft "
                                                "mute (off by default: nothing remote can "
@@ -306,6 +314,23 @@ class MqttConfig(BrokerConnection):
     allow_purge: bool = opt(True, doc="cmd/purge (with its confirmation token) may delete "
                                       "the audio stored on the device")
 
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Downgrades refused unless the owner opts out here; `edge doctor` lists each one set."""
+
+    allow_plaintext_mqtt: bool = opt(False, doc="let [mqtt] (tls = false) reach a broker on "
+                                                "another machine without TLS: status, events "
+                                                "and commands travel readable and forgeable")
+    allow_plaintext_upload: bool = opt(False, doc="let [upload.mqtt] (tls = false) send clips "
+                                                  "to a broker on another machine without "
+                                                  "TLS: the audio travels readable")
+    allow_simulated_pins: bool = opt(False, doc="let a device that uploads use "
+                                                "hardware.pin_factory = 'mock': no real mute "
+                                                "switch or recording light")
+    allow_silent_recording: bool = opt(False, doc="let a device that uploads record with "
+                                                  "hardware.chime = false: nobody hears it start")
 
 
 @dataclass(frozen=True)
@@ -320,6 +345,7 @@ class Config:
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     state_dir: str = opt("", doc="where clips, logs and the outbox live; '' uses "
                                  "$STATE_DIRECTORY, else ~/.local/state/edge-recorder")
     log_level: str = opt("info", choices=("debug", "info", "warning", "error"),

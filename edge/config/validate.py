@@ -4,10 +4,14 @@ Each key was already checked on its own (type, range, choices) when the TOML was
 built into dataclasses; here come the rules one key's range cannot express. Only
 config values are needed. Checks that need a subsystem's knowledge (a hardware
 profile's pins, a public key's bytes) run at composition: ``edge.compose.config``.
+A downgrade (a broker link without TLS to another machine) is refused unless the
+owner opts out in ``[security]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from edge.config.rules import check_topic_levels, is_loopback
@@ -19,6 +23,21 @@ def validate(cfg: Config) -> None:
     """Raise ConfigError, naming the keys at fault, for the first cross-key rule broken."""
     check_upload(cfg.upload)
     check_mqtt(cfg.mqtt)
+    check_no_nul(cfg, "")
+    check_plaintext(cfg)
+
+
+def check_plaintext(cfg: Config) -> None:
+    """A broker link without TLS leaves the machine only when ``[security]`` says so."""
+    links = ((cfg.mqtt.enabled, cfg.mqtt, "mqtt", "allow_plaintext_mqtt"),
+             (cfg.upload.mode == "mqtt", cfg.upload.mqtt, "upload.mqtt",
+              "allow_plaintext_upload"))
+    for used, broker, section, opt_out in links:
+        if used and not broker.tls and not is_loopback(broker.host) \
+                and not getattr(cfg.security, opt_out):
+            raise ConfigError(f"{section}.tls = false to {broker.host!r}, another machine, is "
+                              f"refused: set {section}.tls = true (port 8883), or accept the "
+                              f"plain link with security.{opt_out} = true")
 
 
 def check_upload(u: UploadConfig) -> None:
@@ -48,6 +67,22 @@ def check_mqtt(m: MqttConfig) -> None:
     if m.threshold_min > m.threshold_max:
         raise ConfigError(f"mqtt.threshold_min = {m.threshold_min} is larger than "
                           f"mqtt.threshold_max = {m.threshold_max}")
+
+
+def check_no_nul(section: object, prefix: str) -> None:
+    """One rule for every path, host and name in the config: no NUL character (no system
+    call takes one, so ``edge run`` would fail on it after ``config check`` passed)."""
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        value = getattr(section, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_no_nul(value, f"{key}.")
+            continue
+        texts = (value if isinstance(value, tuple) else
+                 [*value, *value.values()] if isinstance(value, Mapping) else [value])
+        if any(isinstance(t, str) and "\0" in t for t in texts):
+            raise ConfigError(f"config key {key} holds a NUL character (\\0), which no path, "
+                              "host or name may contain; remove it")
 
 
 def check_client_cert(section: str, key: str, cert: str) -> None:

@@ -7,6 +7,10 @@ streams; SSE needs no extra package and passes through proxies as plain HTTP.
 Routes: ``/`` (the page), ``/events`` (SSE), ``/api/fleet``, ``/api/health``,
 ``/api/devices/{id}/activations``, ``/api/chart``, ``POST /api/label``.
 It binds to 127.0.0.1 by default; any other address needs a password (HTTP Basic).
+It answers only requests addressed to one of its own host names (a page whose DNS name
+was rebound to 127.0.0.1 sends its own name in ``Host``, and is refused), and takes a
+POST only from its own origin (``Origin``, or failing that ``Referer``, must name the
+``Host`` it was sent to).
 
 >>> dash = Dashboard(broker_from_url("mqtt://localhost"), Path("fleet.sqlite3"))
 >>> dash.run()                                          # doctest: +SKIP
@@ -15,21 +19,19 @@ It binds to 127.0.0.1 by default; any other address needs a password (HTTP Basic
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import logging
 import re
-import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.config.rules import is_loopback
+from edge.dashboard.guards import BasicAuth, SameOriginPosts, allowed_hosts
 from edge.dashboard.ingest import Ingestor
 from edge.dashboard.store import FleetStore
 from edge.errors import UsageError
@@ -42,7 +44,6 @@ if TYPE_CHECKING:  # the dashboard extra: imported only when the dashboard runs
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
-    from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -88,41 +89,16 @@ class Hub:
             q.put_nowait(None)
 
 
-class BasicAuth:
-    """HTTP Basic with one password (any user name); compared in constant time."""
-
-    def __init__(self, app: ASGIApp, password: str) -> None:
-        self.app = app
-        self.password = password.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._ok(dict(scope["headers"]).get(b"authorization")):
-            await self.app(scope, receive, send)
-            return
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"www-authenticate",
-                                 b'Basic realm="edge-recorder dashboard"'),
-                                (b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"password needed\n"})
-
-    def _ok(self, header: bytes | None) -> bool:
-        if not header or not header.startswith(b"Basic "):
-            return False
-        try:
-            _user, _, given = base64.b64decode(header[6:], validate=True).partition(b":")
-        except (binascii.Error, ValueError):
-            return False
-        return secrets.compare_digest(given, self.password)
-
-
 class Dashboard:
     """The whole dashboard: MQTT subscriber, ingest thread, history, and the web app."""
 
     def __init__(self, broker: BrokerSettings, db: Path, host: str = "127.0.0.1",
-                 port: int = 8080, password: str = "", base: str = "edge") -> None:
+                 port: int = 8080, password: str = "", base: str = "edge",
+                 allow_hosts: Sequence[str] = ()) -> None:
         if not is_loopback(host) and not password:
             raise UsageError(f"--host {host} lets other machines in; give --password-file "
                              "with a password, or keep the default 127.0.0.1")
+        self.allowed_hosts = allowed_hosts(host, allow_hosts)
         self.broker = broker
         self.host = host
         self.port = port
@@ -146,10 +122,16 @@ class Dashboard:
     def app(self) -> Starlette:
         from starlette.applications import Starlette
         from starlette.middleware import Middleware
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
         from starlette.routing import Mount, Route
         from starlette.staticfiles import StaticFiles
 
-        middleware = [Middleware(BasicAuth, password=self.password)] if self.password else []
+        # Outermost first: a foreign Host is refused before anything else looks at it.
+        middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=self.allowed_hosts,
+                                 www_redirect=False),
+                      Middleware(SameOriginPosts)]
+        if self.password:
+            middleware.append(Middleware(BasicAuth, password=self.password))
         return Starlette(
             routes=[
                 Route("/", self._page),

@@ -3,7 +3,9 @@
 paho's network thread only ``offer``s each message to a bounded queue. The ingest
 thread takes them in batches, checks each against the device's message formats
 (``edge.mqtt.messages``), writes a batch in one transaction, and hands one update per
-batch to the page. A broken message from another publisher is logged and skipped.
+batch to the page. Each message is stored in its own savepoint: a broken message from
+another publisher, whatever it breaks, is undone, logged and skipped, and the others of
+its batch are kept. The counters are added only once the batch is committed.
 """
 
 from __future__ import annotations
@@ -127,16 +129,25 @@ class Ingestor:
         changed: dict[str, None] = {}
         activations: list[dict[str, Any]] = []
         labels: list[dict[str, Any]] = []
-        with self.store.batch() as c:
+        stored = 0
+        skipped: list[tuple[str, str]] = []
+        try:
+            with self.store.batch() as c:
+                for it in items:
+                    if self._checked(c, it, now, changed, activations, labels, skipped):
+                        stored += 1
+        except Exception as exc:
+            # The batch itself was not committed: nothing of it is stored, and the counters
+            # say so rather than claim what the rollback took back.
+            self.counters.received += len(items)
             for it in items:
-                self.counters.received += 1
-                try:
-                    kind = self._one(c, it, now, changed, activations, labels)
-                except BadMessage as exc:
-                    self._skip(it.topic, str(exc))
-                    continue
-                if kind:
-                    self.counters.stored += 1
+                self._skip(it.topic, f"the dashboard database failed ({type(exc).__name__})")
+            raise
+        # Counted only after the commit: the counters never claim what is not in the database.
+        self.counters.received += len(items)
+        self.counters.stored += stored
+        for topic, why in skipped:
+            self._skip(topic, why)
         self.counters.batches += 1
         update: dict[str, Any] = {"sent": now}
         if changed:
@@ -155,6 +166,31 @@ class Ingestor:
             if self.notify is not None:
                 self.notify(update)
         return update
+
+    def _checked(self, c: sqlite3.Connection, it: Incoming, now: float,
+                 changed: dict[str, None], activations: list[dict[str, Any]],
+                 labels: list[dict[str, Any]], skipped: list[tuple[str, str]]) -> bool:
+        """Store one message alone, inside its own savepoint: a message that fails in any way
+        (a malformed field, a number SQLite cannot hold, ...) is undone and counted skipped,
+        and the rest of the batch is kept. True when it was stored."""
+        mine_changed: dict[str, None] = {}
+        mine_activations: list[dict[str, Any]] = []
+        mine_labels: list[dict[str, Any]] = []
+        c.execute("SAVEPOINT one_message")
+        try:
+            kind = self._one(c, it, now, mine_changed, mine_activations, mine_labels)
+        except Exception as exc:
+            c.execute("ROLLBACK TO one_message")
+            c.execute("RELEASE one_message")
+            why = str(exc) if isinstance(exc, BadMessage) else \
+                f"it cannot be stored ({type(exc).__name__}: {str(exc)[:80]})"
+            skipped.append((it.topic, why))
+            return False
+        c.execute("RELEASE one_message")
+        changed.update(mine_changed)
+        activations.extend(mine_activations)
+        labels.extend(mine_labels)
+        return bool(kind)
 
     def _one(self, c: sqlite3.Connection, it: Incoming, now: float, changed: dict[str, None],
              activations: list[dict[str, Any]], labels: list[dict[str, Any]]) -> str | None:

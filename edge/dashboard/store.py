@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
+from edge.files import private_db
 from edge.pipeline.outcome import FALSE_SQL  # the same rule as the device's own `edge stats`
 
 _SCHEMA = """
@@ -78,9 +79,8 @@ class FleetStore:
     @classmethod
     def open(cls, path: Path) -> FleetStore:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                   timeout=5.0)
+            conn = sqlite3.connect(private_db(path), isolation_level=None,
+                                   check_same_thread=False, timeout=5.0)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")  # a lost second of history is fine
             conn.executescript(_SCHEMA)

@@ -2,7 +2,8 @@
 
 Three causes can hold the device muted, and it listens only when none does:
 
-- ``switch``: the GPIO switch is in the mute position (read at start, then on every edge);
+- ``switch``: the GPIO switch is in the mute position (read at start, then on every edge,
+  and again every ``SWITCH_RECHECK_FRAMES`` while listening, so a lost edge still mutes);
 - ``soft``: a command muted it (MQTT, the button held down, or any command that called
   ``recorder.mute`` directly: the controller adopts that as a soft mute when the recorder
   reports the change);
@@ -102,7 +103,7 @@ class MuteController:
         if self.muted and recorder.state not in (State.MUTED, State.STOPPED):
             log.warning("an unmute was overridden: the device is held muted by %s",
                         ", ".join(sorted(self.causes)))
-            recorder.mute(self._reason())
+            recorder.mute(self._reason(), keep_held=not self.causes & {"switch", "soft"})
         elif not self.muted and recorder.state is State.MUTED:
             self._change(recorder, add={"soft"}, reason="muted by command")
 
@@ -116,8 +117,14 @@ class MuteController:
         before = set(self.causes)
         self.causes |= set(add)
         self.causes -= set(remove) - {"fault"}
+        # A person muted (the switch, a soft mute): the clips still in their cancel window are
+        # the last utterance, and go with it. A fault alone keeps them (no finished clip is
+        # lost to a fault); they are written at shutdown.
+        by_person = bool((set(add) - before) & {"switch", "soft"})
         if self.muted and recorder.state not in (State.MUTED, State.STOPPED):
-            recorder.mute(self._reason())
+            recorder.mute(self._reason(), keep_held=not by_person)
+        elif by_person:
+            recorder.drop_held()
         elif not self.muted and recorder.state is State.MUTED:
             recorder.unmute(reason)
         if self.causes != before:

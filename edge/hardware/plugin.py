@@ -11,13 +11,15 @@ gpiozero pin factory, and keeps them in step with the recorder on the audio thre
   (naming the config key) and shows the error look on whatever LEDs work.
 
 The composition root (edge.compose) wraps the audio source in this subsystem's
-``FrameGuard`` and passes it to the recorder as a state listener.
+``FrameGuard``, passes it to the recorder as a state listener, and runs its ``on_frame``
+hook, which reads the mute switch again every few hundred ms in case an edge was lost.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +35,7 @@ from edge.hardware.pins import hardware_error, make_factory, pin_label
 from edge.hardware.profiles import HardwareSpec, resolve
 from edge.pipeline.events import CancelPressed, EventBus, HardwareFault, State, StateChanged
 from edge.pipeline.recorder import Recorder
-from edge.pipeline.runner import Commands
+from edge.pipeline.runner import Commands, wait_for_loop
 
 if TYPE_CHECKING:
     from gpiozero.pins import Factory
@@ -42,6 +44,11 @@ log = logging.getLogger(__name__)
 
 STOPPING = ("shutdown", "end_of_stream")
 """Reasons of the recorder's last state changes as the daemon stops."""
+
+SWITCH_RECHECK_FRAMES = 4
+"""Frames (4 x 80 ms: 320 ms) between reads of the mute switch on the audio thread. An edge
+gpiozero never delivered (a missed interrupt, a dead callback thread) is caught by the next
+read: the device mutes within this many frames of the switch moving, whatever the edges."""
 
 
 @dataclass
@@ -86,8 +93,7 @@ def build_parts(spec: HardwareSpec, factory: Factory | None = None,
                 on_chime_failure: Callable[[Exception], None] | None = None) -> Parts:
     """Build every configured part; failures become faults, never exceptions."""
     parts = Parts(factory=factory)
-    needs_pins = bool(spec.pins()) or spec.leds == "apa102"
-    if parts.factory is None and needs_pins:
+    if parts.factory is None and spec.uses_pins:
         try:
             parts.factory = make_factory(spec.pin_factory)
         except EdgeError as exc:
@@ -156,6 +162,7 @@ class HardwarePlugin:
         self.look: Look | None = None
         self.looks: list[Look] = []
         """Every look shown, in order (the log of what a person could see)."""
+        self._frames_to_recheck = SWITCH_RECHECK_FRAMES
 
     @classmethod
     def from_config(cls, cfg: Config, bus: EventBus, clock: Clock, commands: Commands,
@@ -199,6 +206,13 @@ class HardwarePlugin:
         """Set or clear the soft mute on the audio loop and wait: whether the device is muted
         now, and what holds it. Clearing is a local unmute: the caller decides whether a
         remote request may do that."""
+        result: tuple[bool, tuple[str, ...]] = wait_for_loop(self.soft_mute_soon(on, by),
+                                                             timeout)
+        return result
+
+    def soft_mute_soon(self, on: bool, by: str) -> Future[tuple[bool, tuple[str, ...]]]:
+        """``set_soft_mute`` without the wait: posted to the audio loop at once (it runs
+        before the next frame), the future gives what ``set_soft_mute`` returns."""
         def apply(rec: Recorder) -> tuple[bool, tuple[str, ...]]:
             if on:
                 self.mute.soft_mute(rec, by)
@@ -206,8 +220,7 @@ class HardwarePlugin:
                 self.mute.soft_unmute(rec, by, remote=False)
             return self.mute.muted, self.mute.held_by
 
-        result: tuple[bool, tuple[str, ...]] = self.commands.call(apply, timeout)
-        return result
+        return self.commands.submit(apply)
 
     # ---- gpiozero threads: flag and post only -------------------------------------------
 
@@ -255,6 +268,31 @@ class HardwarePlugin:
                 mute.switch(recorder, muted)
         self._show(recorder)
         self._log_summary(muted=mute.muted)
+
+    def on_frame(self) -> None:
+        """The audio loop's frame hook (it runs only while listening): every
+        ``SWITCH_RECHECK_FRAMES`` frames, read the switch again. A switch in the mute position
+        that the mute does not hold is an edge that was lost: mute, and say so (fail
+        closed); a switch that cannot be read any more is a fault."""
+        self._frames_to_recheck -= 1
+        if self._frames_to_recheck > 0:
+            return
+        self._frames_to_recheck = SWITCH_RECHECK_FRAMES
+        switch, pin = self.parts.switch, self.spec.mute
+        if switch is None or pin is None:
+            return
+        try:
+            muted = switch.read()
+        except Exception as exc:
+            err = hardware_error(pin.key, pin.text, exc)
+            fault = HardwareFault(pin.key, f"{err} (the mute switch cannot be read)")
+            self.commands.post(lambda rec: self.mute.fault(rec, fault))
+            return
+        if muted and "switch" not in self.mute.causes and not self.mute.pending.is_set():
+            log.warning("the mute switch on %s reads mute but no edge was seen: muting "
+                        "(fail closed)", pin_label(pin.gpio))
+            self.mute.pending.set()
+            self.commands.post(lambda rec: self.mute.switch(rec, True))
 
     def _cancel(self, recorder: Recorder) -> None:
         cancelled = recorder.cancel()

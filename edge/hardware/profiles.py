@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.audio.frames import SAMPLE_RATE
-from edge.config import Config, HardwareConfig, replace
+from edge.config import Config, HardwareConfig, SecurityConfig, replace
 from edge.errors import ConfigError
 from edge.hardware.pins import NONE, gpio_number, pin_label
 
@@ -127,6 +127,11 @@ class HardwareSpec:
         out = [p for p in (self.mute, self.led_power, self.chime_pin, self.button) if p]
         return out + list(self.led_pins)
 
+    @property
+    def uses_pins(self) -> bool:
+        """Whether any part is on the pin factory (APA102 pixels too, through SPI)."""
+        return bool(self.pins()) or self.leds == "apa102"
+
 
 def profile(name: str) -> Profile:
     try:
@@ -208,6 +213,25 @@ def check_indicator(spec: HardwareSpec, upload_mode: str) -> None:
             f"config key hardware.leds = 'none' is not allowed while upload.mode = "
             f"{upload_mode!r}: a device that uploads must show when it records; fit an LED "
             "(hardware.leds) or set upload.mode = 'off'")
+
+
+def check_uploading_parts(spec: HardwareSpec, upload_mode: str,
+                          security: SecurityConfig) -> None:
+    """A device that uploads uses real pins and chimes when it records, unless the owner
+    opted out in ``[security]``: a downgrade is never quiet."""
+    if upload_mode == "off":
+        return
+    if spec.pin_factory == "mock" and spec.uses_pins and not security.allow_simulated_pins:
+        raise ConfigError(
+            f"config key hardware.pin_factory = 'mock' is refused while upload.mode = "
+            f"{upload_mode!r}: simulated pins mean no real mute switch or recording light; "
+            "set hardware.pin_factory = 'auto', or accept it with "
+            "security.allow_simulated_pins = true")
+    if not spec.chime and not security.allow_silent_recording:
+        raise ConfigError(
+            f"config key hardware.chime = false is refused while upload.mode = "
+            f"{upload_mode!r}: nobody would hear a recording start; set hardware.chime = "
+            "true, or accept it with security.allow_silent_recording = true")
 
 
 def _check_conflicts(spec: HardwareSpec) -> None:

@@ -5,6 +5,7 @@ matplotlib (the ``measure`` extra) is imported here only, with the Agg backend.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from edge.audio.frames import FRAME_S
+from edge.files import atomic_write
 from edge.measure.sweep import SweepPoint
 
 MAX_POINTS = 4000
@@ -72,9 +74,15 @@ def det_curve(curves: Mapping[str, Sequence[SweepPoint]], hours: float, title: s
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    _save(fig, path)
     plt.close(fig)
     return path
+
+
+def _save(fig: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(path, buf.getvalue())  # 0600, like every file we write
 
 
 def _point_labels(pts: Sequence[SweepPoint], x: Sequence[float],
@@ -126,6 +134,6 @@ def timeline(scores: np.ndarray, names: Sequence[str], thresholds: Mapping[str, 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    _save(fig, path)
     plt.close(fig)
     return path

@@ -13,10 +13,10 @@ ending with the triggering frame, as the device's clip starts) plus
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing as mp
 import queue as queue_mod
-import re
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ from edge.audio.frames import FRAME_S, FRAME_SAMPLES, SAMPLE_RATE
 from edge.audio.ringbuffer import RingBuffer
 from edge.config import Config
 from edge.errors import EdgeError
+from edge.files import atomic_write, name_part, private_dir
 from edge.measure.batch import StreamScorer, frame_chunks
 from edge.measure.corpus import Job
 from edge.pipeline.recorder import frames_for
@@ -147,7 +148,7 @@ class SnippetCutter:
         self.open: list[_Cut] = []
         self.snippets: list[Snippet] = []
         self.folder = worker.setup.out_dir / SNIPPETS_DIR
-        self.stem = re.sub(r"[^A-Za-z0-9._-]+", "_", job.path.stem)[:40]
+        self.stem = name_part(job.path.stem)
 
     def feed(self, block: np.ndarray, scores: np.ndarray) -> None:
         for frame, s in zip(block, scores, strict=True):
@@ -182,10 +183,12 @@ class SnippetCutter:
                 keep.append(cut)
                 continue
             d = cut.detection
-            name = f"{self.job.index:05d}_{self.stem}_{d.model}_{d.t:.2f}s.wav"
-            self.folder.mkdir(parents=True, exist_ok=True)
-            sf.write(str(self.folder / name), np.concatenate(cut.parts), SAMPLE_RATE,
-                     subtype="PCM_16")
+            name = f"{self.job.index:05d}_{self.stem}_{name_part(d.model)}_{d.t:.2f}s.wav"
+            private_dir(self.folder)
+            buf = io.BytesIO()
+            sf.write(buf, np.concatenate(cut.parts), SAMPLE_RATE, subtype="PCM_16",
+                     format="WAV")
+            atomic_write(self.folder / name, buf.getvalue())  # 0600: it is someone's speech
             self.snippets.append(Snippet(str(self.job.path), d.t, d.model, d.score, d.threshold,
                                          round(cut.start * FRAME_S, 6), f"{SNIPPETS_DIR}/{name}"))
         self.open = keep

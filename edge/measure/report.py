@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 from edge import __version__
 from edge.config import WakeConfig
+from edge.files import atomic_write, private_dir
 from edge.measure.corpus import Corpus
 from edge.measure.pool import SNIPPET_AFTER_S, FileResult, Snippet
 from edge.measure.sweep import SweepPoint, at_target, policy_at, sweep
@@ -164,19 +166,19 @@ def to_json(m: Measurement, plots: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_csv(path: Path, snippets: Sequence[Snippet]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "time_s", "model", "score", "threshold", "snippet", "snippet_start_s"])
-        for s in snippets:
-            w.writerow([s.file, f"{s.t:.2f}", s.model, f"{s.score:.6f}", f"{s.threshold:g}",
-                        s.path, f"{s.start:.2f}"])
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["file", "time_s", "model", "score", "threshold", "snippet", "snippet_start_s"])
+    for s in snippets:
+        w.writerow([s.file, f"{s.t:.2f}", s.model, f"{s.score:.6f}", f"{s.threshold:g}",
+                    s.path, f"{s.start:.2f}"])
+    atomic_write(path, f.getvalue().encode())
 
 
 def draw_plots(m: Measurement, out: Path) -> dict[str, Any]:
     from edge.measure import plots
 
-    folder = out / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_dir(out / "plots")
     title = f"{m.corpus_text()}; {len(m.positives)} positives; {m.grouping()}"
     det = plots.det_curve(m.curves, m.hours, title, folder / "det.png")
     timelines: dict[int, str] = {}
@@ -195,12 +197,12 @@ def draw_plots(m: Measurement, out: Path) -> dict[str, Any]:
 
 def write_report(m: Measurement, out: Path) -> dict[str, Any]:
     """Write every output into ``out``; returns the JSON report."""
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     plots = draw_plots(m, out)
     report = to_json(m, plots)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
     write_csv(out / "snippets.csv", m.snippets)
-    (out / "report.html").write_text(to_html(m, report, out))
+    atomic_write(out / "report.html", to_html(m, report, out).encode())
     return report
 
 

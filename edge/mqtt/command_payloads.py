@@ -25,7 +25,8 @@ from edge.mqtt.messages import encode
 MAX_PAYLOAD = 4096
 """Bytes; a command is a few dozen."""
 TX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-ACTIVATION_REF = re.compile(r"last|\d{1,12}|[0-9a-f][0-9a-f-]{3,35}")
+ACTIVATION_REF = re.compile(r"last|[0-9]{1,12}|[0-9a-f][0-9a-f-]{3,35}")
+"""ASCII digits only: ``\\d`` also matches other scripts' digits."""
 MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 CONFIRM_TOKEN = re.compile(r"[0-9a-f]{16}")
 NAME = re.compile(r"[a-z_]{1,32}")
@@ -117,9 +118,15 @@ def _check(name: str, key: str, v: Any, arg: Arg, tx: str | None) -> Any:
             raise CommandError(f"{where} must be true or false, not {_json_type(v)}", tx)
         return v
     if arg.kind == "number":
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, int | float):
             raise CommandError(f"{where} must be a number, not {_json_type(v)}", tx)
-        return float(v)
+        try:
+            number = float(v)  # a 400-digit integer overflows
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise CommandError(f"{where} must be a finite number such as 0.6", tx)
+        return number
     if not isinstance(v, str):
         raise CommandError(f"{where} must be a string, not {_json_type(v)}", tx)
     if arg.choices and v not in arg.choices:

@@ -8,10 +8,14 @@ live purge. Threads and what they do:
   messages (metadata only: no audio is ever published here). What the state message
   says of the recorder (mode, thresholds, mute causes, the loop's real-time factor) is
   taken from those events alone;
-- paho's network thread only queues what arrives (a retained command is dropped);
-- the plugin's own worker checks each command and runs it: anything that touches the
-  recorder runs on the audio loop (``Commands.call``), and the result is published once
-  the loop has run it; a label is answered when the activation log has written it.
+- paho's network thread only queues what arrives (a retained command is dropped), after
+  refusing a payload over ``MAX_PAYLOAD`` bytes unread; a mute it posts straight to the
+  audio loop, so **a mute is honoured before the second frame after its arrival (within
+  one 80 ms frame), whatever else is queued**;
+- the plugin's own worker checks each command and runs it, taking mute answers and purges
+  first (``edge.mqtt.lanes``): anything that touches the recorder runs on the audio loop
+  (``Commands.call``), and the result is published once the loop has run it; a label never
+  holds the worker up: it is answered when the activation log has written it.
 
 Commands (``cmd/<name>``, answered on ``cmd/<name>/result`` echoing ``tx``): ``label``,
 ``set_threshold`` (within ``mqtt.threshold_min`` .. ``threshold_max``), ``mute`` (the
@@ -42,10 +46,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from edge import __version__
 from edge.clock import Clock, iso
 from edge.config import Config
+from edge.config.rules import THRESHOLD_FLOOR, threshold_refusal
 from edge.errors import EdgeError
 from edge.mqtt import command_payloads as commands
 from edge.mqtt.client import MqttConnection, Will
 from edge.mqtt.discovery import discovery_payload, discovery_topic
+from edge.mqtt.lanes import Lanes
 from edge.mqtt.messages import activation_message, encode, state_message
 from edge.mqtt.topics import BrokerSettings, DeviceTopics
 from edge.pipeline.events import (
@@ -59,7 +65,7 @@ from edge.pipeline.events import (
 )
 from edge.pipeline.outcome import counts_as_false
 from edge.pipeline.recorder import Recorder
-from edge.pipeline.runner import Commands, CommandTimeout
+from edge.pipeline.runner import Commands, CommandTimeout, wait_for_loop
 from edge.privacy import identity
 from edge.privacy.retention import Removed
 
@@ -74,10 +80,15 @@ PURGE_TOKEN_S = 60.0
 PURGE_SCOPE = ("deleted every clip finished before the purge (one in its cancel window "
                "included), the upload queue and kept false-wake audio; a recording in "
                "progress is kept when it ends")
+REMOTE_UNMUTE_REFUSED = ("mute: a remote unmute is refused on this device "
+                         "(mqtt.allow_remote_unmute = false); unmute at the device")
 STALL_S = 3.0
 """No frame for this long while listening: the audio input is in trouble (mode error)."""
 HOUR_S = 3600.0
 
+
+LABELS_IN_FLIGHT = 64
+"""Labels sent to the activation log and not yet answered; more are refused, not queued."""
 
 RTF_SMOOTHING = 0.8
 """Weight of the previous real-time factor at each ``LoopHealth`` (about a second apart)."""
@@ -90,8 +101,10 @@ class CommandFailed(Exception):
 class MuteControl(Protocol):
     """The device's mute (edge.hardware): the soft mute only adds to the switch."""
 
-    def set_soft_mute(self, on: bool, by: str, timeout: float
-                      ) -> tuple[bool, tuple[str, ...]]: ...
+    def soft_mute_soon(self, on: bool, by: str) -> Future[tuple[bool, tuple[str, ...]]]:
+        """Post the soft mute (or unmute) to the audio loop now, without waiting: a future
+        of whether the device is muted then, and what holds it."""
+        ...
 
 
 class Labeler(Protocol):
@@ -144,7 +157,12 @@ class MqttPlugin:
         self.handled = 0
         self.refused = 0
         self.ignored_retained = 0
-        self._q: queue.Queue[Any] = queue.Queue(maxsize=256)
+        self.received = 0
+        """Command messages that reached the device (paho's thread counts them)."""
+        self.dropped = 0
+        """Commands dropped unanswered because the worker's inbox was full."""
+        self._labels_in_flight = 0
+        self._q = Lanes()
         self._worker = threading.Thread(target=self._work, name="mqtt-commands", daemon=True)
         self._stop = threading.Event()
         self._start_mono = clock.monotonic()
@@ -175,7 +193,7 @@ class MqttPlugin:
 
     def close(self) -> None:
         self._stop.set()
-        self._q.put(None)
+        self._q.close()
         if self._worker.is_alive():
             self._worker.join(AUDIO_LOOP_TIMEOUT_S + 2.0)
         if self.conn is not None:
@@ -281,14 +299,35 @@ class MqttPlugin:
                         topic)
             return
         prefix = self.topics.root + "/cmd/"
-        if topic.startswith(prefix):
-            self._offer(("cmd", topic[len(prefix):], bytes(msg.payload)))
+        if not topic.startswith(prefix):
+            return
+        name, size = topic[len(prefix):], len(msg.payload)
+        if size > commands.MAX_PAYLOAD:  # refused unread: nothing that size is kept or queued
+            self._offer(("refused", name, None, f"payload is {size} bytes; a command is a "
+                         f"JSON object of at most {commands.MAX_PAYLOAD} bytes"))
+        elif name == "mute":
+            self._mute_now(bytes(msg.payload))
+        else:
+            self._offer(("cmd", name, bytes(msg.payload)), fast=name == "purge")
+        self.received += 1  # counted once handled: a mute is on the audio loop's queue by now
 
-    def _offer(self, item: tuple[Any, ...]) -> None:
+    def _mute_now(self, payload: bytes) -> None:
+        """A mute, on paho's thread: posted to the audio loop before anything queued runs,
+        without waiting for it; the worker answers when the loop has run it."""
         try:
-            self._q.put_nowait(item)
-        except queue.Full:
-            log.warning("MQTT commands arrive faster than they run; dropped one")
+            cmd = commands.parse("mute", payload)
+        except commands.CommandError as exc:
+            self._offer(("refused", "mute", exc.tx, str(exc)), fast=True)
+            return
+        if not cmd.args["on"] and not self.m.allow_remote_unmute:
+            self._offer(("refused", "mute", cmd.tx, REMOTE_UNMUTE_REFUSED), fast=True)
+            return
+        self._offer(("mute", cmd, self.mute.soft_mute_soon(cmd.args["on"], "mqtt")), fast=True)
+
+    def _offer(self, item: tuple[Any, ...], fast: bool = False) -> None:
+        if not self._q.put(item, fast=fast):
+            self.dropped += 1
+            log.warning("MQTT commands arrive faster than they run; dropped a %s", item[0])
 
     # ---- the worker: commands and the periodic state ------------------------------------
 
@@ -304,6 +343,10 @@ class MqttPlugin:
             try:
                 if item[0] == "cmd":
                     self._command(item[1], item[2])
+                elif item[0] == "mute":
+                    self._answer_mute(item[1], item[2])
+                elif item[0] == "refused":
+                    self._refuse(item[1], item[2], item[3])
                 elif item[0] == "announce":
                     self._announce()
                     self.publish_state()
@@ -321,10 +364,7 @@ class MqttPlugin:
         try:
             cmd = commands.parse(name, payload)
         except commands.CommandError as exc:
-            self.refused += 1
-            log.warning("MQTT command %s refused: %s", commands.safe_name(name), exc)
-            self.conn.publish(answer_on, commands.error(commands.safe_name(name), exc.tx,
-                                                        str(exc)), qos=1)
+            self._refuse(name, exc.tx, str(exc))
             return
         handler: Callable[[dict[str, Any]], dict[str, Any] | Future[dict[str, Any]]] = \
             getattr(self, f"_cmd_{cmd.name}")
@@ -333,10 +373,39 @@ class MqttPlugin:
         except (CommandFailed, EdgeError) as exc:
             self._answer(cmd, answer_on, error=exc)
             return
+        except Exception as exc:  # a bug, not the sender's fault: still one answer
+            log.exception("MQTT command %s failed", cmd.name)
+            self._answer(cmd, answer_on, error=CommandFailed(f"{cmd.name} failed on the "
+                                                             f"device: {exc}"))
+            return
         if isinstance(data, Future):  # answered when done, on whichever thread finishes it
             data.add_done_callback(lambda done: self._answer_future(cmd, answer_on, done))
         else:
             self._answer(cmd, answer_on, data)
+
+    def _refuse(self, name: str, tx: str | None, message: str) -> None:
+        """A command refused before it ran: counted, logged, answered."""
+        assert self.conn is not None
+        self.refused += 1
+        shown = commands.safe_name(name)
+        log.warning("MQTT command %s refused: %s", shown, message)
+        self.conn.publish(self.topics.result(shown), commands.error(shown, tx, message), qos=1)
+
+    def _answer_mute(self, cmd: commands.Command,
+                     done: Future[tuple[bool, tuple[str, ...]]]) -> None:
+        """Answer a mute the audio loop was given as it arrived (``_mute_now``)."""
+        topic = self.topics.result("mute")
+        try:
+            muted, causes = wait_for_loop(done, AUDIO_LOOP_TIMEOUT_S)
+        except Exception as exc:
+            self._answer(cmd, topic, error=exc)
+            return
+        on: bool = cmd.args["on"]
+        out: dict[str, Any] = {"soft_mute": on, "muted": muted, "mute_causes": list(causes)}
+        if not on and muted:
+            out["note"] = f"the soft mute is off, but the device stays muted by " \
+                          f"{', '.join(c for c in causes if c != 'soft')}"
+        self._answer(cmd, topic, out)
 
     def _answer_future(self, cmd: commands.Command, topic: str,
                        done: Future[dict[str, Any]]) -> None:
@@ -378,10 +447,22 @@ class MqttPlugin:
             raise CommandFailed("the activation log is off on this device "
                                 "(activations.enabled = false); nothing to label")
         label = args["label"]
-        written = self.labeler.label(args["activation"], label, args.get("source", "mqtt"))
+        with self._lock:
+            if self._labels_in_flight >= LABELS_IN_FLIGHT:
+                raise CommandFailed(f"label: {LABELS_IN_FLIGHT} labels are still being "
+                                    "written; send this one again in a moment")
+            self._labels_in_flight += 1
+        try:
+            written = self.labeler.label(args["activation"], label, args.get("source", "mqtt"))
+        except BaseException:
+            with self._lock:
+                self._labels_in_flight -= 1
+            raise
         answer: Future[dict[str, Any]] = Future()
 
         def done(f: Future[str]) -> None:
+            with self._lock:
+                self._labels_in_flight -= 1
             try:
                 aid = f.result()
             except Exception as exc:
@@ -403,31 +484,17 @@ class MqttPlugin:
         if model not in self._thresholds:
             raise CommandFailed(f"set_threshold: no model {model!r} on this device; it runs "
                                 f"{', '.join(sorted(self._thresholds))}")
-        lo, hi = self.m.threshold_min, self.m.threshold_max
-        if not lo <= value <= hi:
-            raise CommandFailed(f"set_threshold: threshold {value:g} is out of bounds; give "
-                                f"{lo:g} to {hi:g} (mqtt.threshold_min/max)")
+        lo, hi = max(self.m.threshold_min, THRESHOLD_FLOOR), self.m.threshold_max
+        refusal = threshold_refusal(value, "set_threshold: threshold", hi)
+        if refusal or value < lo:
+            raise CommandFailed(refusal or f"set_threshold: threshold {value:g} is out of "
+                                f"bounds; give {lo:g} to {hi:g} (mqtt.threshold_min/max)")
         old = self._thresholds[model]
         self._on_audio_thread(lambda rec: rec.set_threshold(model, value))
         log.info("threshold of %s set from %g to %g over MQTT", model, old, value)
         return {"model": model, "threshold": value, "previous": old}
 
-    # -- mute
-
-    def _cmd_mute(self, args: dict[str, Any]) -> dict[str, Any]:
-        on: bool = args["on"]
-        if not on and not self.m.allow_remote_unmute:
-            raise CommandFailed("mute: a remote unmute is refused on this device "
-                                "(mqtt.allow_remote_unmute = false); unmute at the device")
-        try:
-            muted, causes = self.mute.set_soft_mute(on, "mqtt", AUDIO_LOOP_TIMEOUT_S)
-        except CommandTimeout as exc:
-            raise CommandFailed(str(exc)) from None
-        out: dict[str, Any] = {"soft_mute": on, "muted": muted, "mute_causes": list(causes)}
-        if not on and muted:
-            out["note"] = f"the soft mute is off, but the device stays muted by " \
-                          f"{', '.join(c for c in causes if c != 'soft')}"
-        return out
+    # -- mute: run as it arrives, on paho's thread (_mute_now), answered by _answer_mute
 
     # -- stats
 
@@ -440,7 +507,8 @@ class MqttPlugin:
 
         out: dict[str, Any] = {"state": self.state(), "recorder": self._on_audio_thread(snapshot),
                                "commands": {"handled": self.handled, "refused": self.refused,
-                                            "ignored_retained": self.ignored_retained}}
+                                            "ignored_retained": self.ignored_retained,
+                                            "dropped": self.dropped}}
         if self.stats is not None:
             out["activation_log"] = self.stats(args.get("since"))
         return out

@@ -97,6 +97,10 @@ def decode_object(payload: bytes) -> dict[str, Any]:
     return obj
 
 
+MAX_EXACT_INT = 2**53
+"""The largest whole number a message may hold: beyond it a float is no longer exact."""
+
+
 def _need(obj: dict[str, Any], key: str, kind: type | tuple[type, ...],
           optional: bool = False) -> Any:
     if key not in obj or obj[key] is None:
@@ -110,6 +114,8 @@ def _need(obj: dict[str, Any], key: str, kind: type | tuple[type, ...],
         raise BadMessage(f"{key!r} has the wrong type ({type(v).__name__})")
     if isinstance(v, float) and not math.isfinite(v):
         raise BadMessage(f"{key!r} is not finite")
+    if isinstance(v, int) and not -MAX_EXACT_INT <= v <= MAX_EXACT_INT:
+        raise BadMessage(f"{key!r} is out of range")  # a float or SQLite could not hold it
     if isinstance(v, str) and len(v) > 200:
         raise BadMessage(f"{key!r} is too long")
     return v

@@ -28,6 +28,7 @@ from edge.audio.frames import FRAME_S, FRAME_SAMPLES, SAMPLE_RATE, check_frame
 from edge.audio.ringbuffer import RingBuffer
 from edge.clock import Clock
 from edge.config import RecordConfig
+from edge.config.rules import threshold_refusal
 from edge.pipeline.clip import Clip
 from edge.pipeline.events import (
     ActivationEnded,
@@ -264,16 +265,23 @@ class Recorder:
 
     def set_threshold(self, model: str, threshold: float) -> None:
         """Change one model's threshold from the next frame on (``KeyError`` for no such
-        model); observers get a ``ThresholdChanged``."""
+        model, ``ValueError`` below the threshold floor); observers get a ``ThresholdChanged``."""
+        refusal = threshold_refusal(threshold, f"the threshold of {model}")
+        if refusal:  # the last guard: whoever asks, the device never records every word
+            raise ValueError(refusal)
         self.policy.set_threshold(model, threshold)
         self.bus.publish(ThresholdChanged(self.policy.thresholds, self.t, self.clock.wall()))
 
-    def mute(self, reason: str = "switch") -> None:
-        """Stop hearing: abort any recording (its audio discarded) and zero every buffer."""
+    def mute(self, reason: str = "switch", keep_held: bool = False) -> None:
+        """Stop hearing: abort any recording (its audio discarded), discard the clips still in
+        their cancel window (unless ``keep_held``: a fault, not a person, muted) and zero
+        every buffer."""
         if self.state is State.STOPPED:
             return
         self.policy.reset()  # a run over the threshold ends here, before its activation
         self._abort("aborted_by_mute")
+        if not keep_held:
+            self.drop_held()  # the last utterance, still cancellable: a person muted it
         self._zero()
         self._set_state(State.MUTED, reason)
 
@@ -320,6 +328,19 @@ class Recorder:
             f.fill(0)
         rec.frames.clear()
         return True
+
+    def drop_held(self, reason: str = "aborted_by_mute") -> None:
+        """Discard every clip still in its cancel window, zeroing its audio: after a person
+        mutes, nothing heard before it leaves."""
+        while self._held:
+            h = self._held.pop(0)
+            clip = h.clip
+            self._count(reason)
+            self.stats.discarded += 1
+            self.bus.publish(ActivationEnded(clip.activation_id, h.detection, clip.wall_time,
+                                             None, reason, clip.duration_s,
+                                             clip.vad_speech_ratio, True))
+            clip.audio.fill(0)
 
     def _count(self, reason: str) -> None:
         self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1

@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from edge.audio.frames import FRAME_S
@@ -37,6 +38,18 @@ class CommandTimeout(EdgeError):
     """The audio loop did not run a command in time (it is stopped, or stuck)."""
 
 
+def wait_for_loop(done: Future[Any], timeout: float) -> Any:
+    """The value of a ``Commands.submit`` future (or its exception, raised here);
+    ``CommandTimeout`` when the loop did not run it within ``timeout`` s."""
+    try:
+        return done.result(timeout)
+    except TimeoutError:
+        if done.done():  # the command itself raised TimeoutError
+            raise
+        raise CommandTimeout(f"the audio loop did not run the command within {timeout:g} s "
+                             "(is the recorder stopped?)") from None
+
+
 class Commands:
     """The audio loop's command queue: the only way other threads reach the recorder."""
 
@@ -47,27 +60,24 @@ class Commands:
         """Run ``command(recorder)`` on the audio thread before the next frame."""
         self._q.put(command)
 
-    def call(self, fn: Callable[[Recorder], Any], timeout: float) -> Any:
-        """Run ``fn(recorder)`` between frames and wait for it: its value, or its exception
-        raised here; ``CommandTimeout`` when the loop did not run it within ``timeout`` s."""
-        done = threading.Event()
-        box: dict[str, Any] = {}
+    def submit(self, fn: Callable[[Recorder], Any]) -> Future[Any]:
+        """Run ``fn(recorder)`` between frames; a future of its value or its exception.
+        Never waits: a caller that must not be held up (an MQTT mute) posts and goes on."""
+        done: Future[Any] = Future()
 
         def run(recorder: Recorder) -> None:
             try:
-                box["value"] = fn(recorder)
+                done.set_result(fn(recorder))
             except Exception as exc:
-                box["error"] = exc
-            finally:
-                done.set()
+                done.set_exception(exc)
 
         self.post(run)
-        if not done.wait(timeout):
-            raise CommandTimeout(f"the audio loop did not run the command within {timeout:g} s "
-                                 "(is the recorder stopped?)")
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+        return done
+
+    def call(self, fn: Callable[[Recorder], Any], timeout: float) -> Any:
+        """Run ``fn(recorder)`` between frames and wait for it: its value, or its exception
+        raised here; ``CommandTimeout`` when the loop did not run it within ``timeout`` s."""
+        return wait_for_loop(self.submit(fn), timeout)
 
     def get_nowait(self) -> Command:
         return self._q.get_nowait()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import SealError
+from edge.files import create_private
 
 MAGIC = b"EDGE-SEALED-1\n"
 SEALED_CONTENT_TYPE = "application/vnd.edge-recorder.sealed"
@@ -109,7 +110,7 @@ def read_private_key(path: Path) -> str:
 def write_private_key(path: Path, private_key: str) -> None:
     """Write a key file only the owner can read; refuse to overwrite one."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = create_private(path)
     except FileExistsError:
         raise SealError(f"{path} already exists; choose a new file name for the key") from None
     with os.fdopen(fd, "w") as f:

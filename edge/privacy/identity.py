@@ -12,11 +12,12 @@ see a new, unlinkable device.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 from pathlib import Path
 
-from edge.files import atomic_write
+from edge.files import atomic_write, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,35 @@ def _read(path: Path) -> str | None:
     return None
 
 
+def _write(state_dir: Path, new: str) -> None:
+    """Store ``new`` (0600), owned like ``state_dir``.
+
+    Run as root (``sudo edge identity rotate``), a new file would be root's, and the service,
+    running as the state directory's owner, could no longer read it and would crash-loop:
+    so root gives it to that owner (never through a symlink: ``lchown``).
+    """
+    path = state_dir / ID_FILE
+    atomic_write(path, (new + "\n").encode(), mode=0o600)
+    if os.geteuid() == 0:
+        st = os.stat(state_dir)
+        if (st.st_uid, st.st_gid) != (0, 0):
+            os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)
+
+
+def stored_id(state_dir: Path) -> str | None:
+    """The device id stored in ``state_dir``, or None; never makes one (read-only commands)."""
+    return _read(state_dir / ID_FILE)
+
+
 def device_id(state_dir: Path) -> str:
     """The device id stored in ``state_dir``; made (0600) on first use."""
     path = state_dir / ID_FILE
     current = _read(path)
     if current is not None:
         return current
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(state_dir)
     new = _new()
-    atomic_write(path, (new + "\n").encode(), mode=0o600)
+    _write(state_dir, new)
     log.info("made a new random device id")
     return new
 
@@ -56,9 +77,9 @@ def rotate(state_dir: Path) -> tuple[str | None, str]:
     """Replace the device id; return (old, new)."""
     path = state_dir / ID_FILE
     old = _read(path)
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(state_dir)
     new = _new()
     while new == old:
         new = _new()
-    atomic_write(path, (new + "\n").encode(), mode=0o600)
+    _write(state_dir, new)
     return old, new

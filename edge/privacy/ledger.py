@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.clock import Clock, SystemClock, iso
+from edge.files import open_private, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ class Ledger:
 
     def _open(self) -> int:
         if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            private_dir(self.path.parent)
+            fd = open_private(self.path, os.O_RDWR | os.O_APPEND)
             # A crash mid-line leaves a torn last line: end it, so the next entry stays whole.
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":

@@ -2,15 +2,18 @@
 
 Audio lives in exactly three places, and ``edge purge`` empties all three:
 the local clips directory, the outbox (queued uploads and quarantined entries),
-and the opt-in false-activation audio of the activation log.
+and the opt-in false-activation audio of the activation log. In each, only the names we
+issue are ours to delete: ``output.clips_dir`` may be a folder the owner also uses.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.config import Config
+from edge.files import CLIP_ID, ENTRY_ID
 
 OUTBOX_DIR = "outbox"
 LEDGER_FILE = "ledger.jsonl"
@@ -35,17 +38,33 @@ def lock_path(cfg: Config) -> Path:
 class AudioPlace:
     label: str
     path: Path
-    patterns: tuple[str, ...]
-    """Files that are ours to delete there (clips_dir may be any directory)."""
+    names: re.Pattern[str]
+    """The names that are ours to delete there: the ones we issue (and their temp files)."""
+    state_dir: Path
+    """The state directory: below it, no symlink is followed (edge.privacy.retention)."""
+
+
+def _ours(*names: str) -> re.Pattern[str]:
+    """Names we write, and the temp files ``edge.files.atomic_write`` makes of them."""
+    any_name = "|".join(f"(?:{n})" for n in names)
+    return re.compile(rf"(?:{any_name})|\.(?:{any_name})\.tmp-[0-9]+")
+
+
+_DB = r"outbox\.sqlite3"
+_SQLITE_SIDE = r"(?:-wal|-shm|-journal)?"
 
 
 def audio_places(cfg: Config) -> list[AudioPlace]:
-    clip_files = ("*.wav", "*.json", "*.sealed", ".*.tmp-*")
+    state, outbox = cfg.state_path, outbox_dir(cfg)
+    clip, entry = CLIP_ID.pattern, ENTRY_ID.pattern
     return [
-        AudioPlace("local clips", cfg.under_state(cfg.output.clips_dir), clip_files),
-        AudioPlace("outbox queue", outbox_dir(cfg) / "spool", ("*.clip", ".*.tmp-*")),
-        AudioPlace("outbox quarantine", outbox_dir(cfg) / "quarantine", ("*",)),
-        AudioPlace("outbox index", outbox_dir(cfg), ("outbox.sqlite3*",)),
-        AudioPlace("false-activation audio", cfg.state_path / FALSE_AUDIO_DIR,
-                   ("*.wav", "*.sealed", ".*.tmp-*")),
+        AudioPlace("local clips", cfg.under_state(cfg.output.clips_dir),
+                   _ours(rf"{clip}\.(?:wav|json|sealed)"), state),
+        AudioPlace("outbox queue", outbox / "spool", _ours(rf"{entry}\.clip"), state),
+        AudioPlace("outbox quarantine", outbox / "quarantine",
+                   _ours(rf"{entry}\.clip(?:\.[0-9]+)?", rf"{_DB}\.corrupt-[0-9]+{_SQLITE_SIDE}"),
+                   state),
+        AudioPlace("outbox index", outbox, _ours(rf"{_DB}{_SQLITE_SIDE}"), state),
+        AudioPlace("false-activation audio", state / FALSE_AUDIO_DIR,
+                   _ours(rf"{clip}\.(?:wav|sealed)"), state),
     ]

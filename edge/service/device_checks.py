@@ -116,9 +116,46 @@ def _pins(spec: HardwareSpec, given: Factory | None) -> Iterator[Factory]:
             factory.close()
 
 
+def read_switch(spec: HardwareSpec, pin_factory: Factory | None) -> bool:
+    """Whether the mute switch (``spec.mute``, not None) is in the mute position now; the
+    pin library's own exception when it cannot be read."""
+    from edge.hardware.mute import MuteSwitch
+
+    assert spec.mute is not None
+    with _pins(spec, pin_factory) as factory:
+        switch = MuteSwitch(spec.mute, spec.mute_pull, spec.mute_active_high,
+                            spec.mute_bounce_s, factory, lambda _m: None)
+        try:
+            return switch.read()
+        finally:
+            switch.close()
+
+
+def audio_held_by_mute(spec: HardwareSpec, pin_factory: Factory | None) -> Finding | None:
+    """Why the microphone must stay closed (the switch says mute, or cannot be read: the
+    service would not listen either), or None when the doctor may open it."""
+    if spec.mute is None:
+        return None
+    from edge.hardware.pins import hardware_error
+
+    try:
+        muted = read_switch(spec, pin_factory)
+    except Exception as exc:  # gpiozero and the pin libraries raise their own types
+        why = exc if isinstance(exc, EdgeError) else hardware_error(spec.mute.key,
+                                                                     spec.mute.text, exc)
+        return warn("audio", f"not checked: the mute switch cannot be read ({why}), so the "
+                             "microphone was not opened",
+                    "fix the mute finding, then run the doctor again")
+    if muted:
+        return warn("audio", f"not checked: the mute switch on {spec.mute} is in the mute "
+                             "position, so the microphone was not opened",
+                    "move the switch to listen and run the doctor again to check the "
+                    "microphone")
+    return None
+
+
 def check_mute(spec: HardwareSpec, pin_factory: Factory | None) -> Iterator[Finding]:
     """Read the mute switch once and say which way it is."""
-    from edge.hardware.mute import MuteSwitch
     from edge.hardware.pins import hardware_error
 
     if spec.mute is None:
@@ -131,13 +168,7 @@ def check_mute(spec: HardwareSpec, pin_factory: Factory | None) -> Iterator[Find
     fix = (f"check hardware.mute_pin and the wiring in hardware/{spec.profile.name}/"
            "README.md; `edge hardware profiles` lists the pins each board uses")
     try:
-        with _pins(spec, pin_factory) as factory:
-            switch = MuteSwitch(spec.mute, spec.mute_pull, spec.mute_active_high,
-                                spec.mute_bounce_s, factory, lambda _m: None)
-            try:
-                muted = switch.read()
-            finally:
-                switch.close()
+        muted = read_switch(spec, pin_factory)
     except EdgeError as exc:
         yield fail("mute", str(exc), fix)
         return

@@ -30,8 +30,15 @@ import numpy as np
 
 from edge.config import Config
 from edge.service.broker_check import check_broker
-from edge.service.device_checks import HELD_BY_SERVICE, check_audio, check_leds, check_mute
+from edge.service.device_checks import (
+    HELD_BY_SERVICE,
+    audio_held_by_mute,
+    check_audio,
+    check_leds,
+    check_mute,
+)
 from edge.service.findings import Finding, Status, fail, ok, render, warn
+from edge.service.opt_outs import check_opt_outs
 
 if TYPE_CHECKING:
     from gpiozero import Factory
@@ -42,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["CHECKS", "Doctor", "Finding", "Status", "busy_audio", "fail", "ok", "render", "warn"]
 
 SERVICE = "edge-recorder.service"
-CHECKS = ("models", "audio", "mute", "leds", "broker", "disk", "clock", "cpu")
+CHECKS = ("security", "models", "audio", "mute", "leds", "broker", "disk", "clock", "cpu")
 MIN_YEAR = 2024
 RESERVE_MB = 100.0
 """Free space kept beyond the outbox bound: clips, the activation log, the journal."""
@@ -125,6 +132,9 @@ class Doctor:
                            f"then start it again. {f.fix}")
         return f
 
+    def check_security(self) -> Iterator[Finding]:
+        return check_opt_outs(self.cfg)
+
     # ---- models ---------------------------------------------------------------------
 
     def check_models(self) -> Iterator[Finding]:
@@ -156,6 +166,9 @@ class Doctor:
     # ---- the parts the service holds, and the brokers: device_checks.py, broker_check.py ----
 
     def check_audio(self) -> Iterator[Finding]:
+        held = audio_held_by_mute(self._spec(), self.pin_factory)  # before any microphone
+        if held is not None:
+            return iter([held])
         return check_audio(self.cfg, self.pa_factory, self.audio_s)
 
     def check_mute(self) -> Iterator[Finding]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.audio.wav import encode_wav
-from edge.files import atomic_write
+from edge.files import atomic_write, is_clip_id, private_dir
 from edge.pipeline.clip import Clip
 from edge.privacy.bundle import pack
 
@@ -32,9 +32,11 @@ class LocalDirSink:
     def __init__(self, directory: Path, sealer: Sealer | None = None) -> None:
         self.directory = directory
         self.sealer = sealer
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(directory)
 
     def deliver(self, clip: Clip) -> str:
+        if not is_clip_id(clip.id):  # the file name, and what purge and retention delete
+            raise ValueError(f"clip id {clip.id!r} is not one the recorder issues (a UUID)")
         if self.sealer is not None:
             sealed = self.directory / f"{clip.id}.sealed"
             atomic_write(sealed, self.sealer.seal(pack(clip.metadata(), wav_bytes(clip))))

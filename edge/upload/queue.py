@@ -28,7 +28,6 @@ import errno
 import hashlib
 import json
 import logging
-import re
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -36,14 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from edge.clock import Clock, SystemClock
-from edge.files import atomic_write, fsync_dir
+from edge.files import ENTRY_ID, atomic_write, fsync_dir, private_db, private_dir
 from edge.privacy.bundle import BundleError, pack, unpack
 from edge.privacy.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
 DB_FILE = "outbox.sqlite3"
-_SAFE_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,63}")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -102,7 +100,7 @@ class Outbox:
         self.expired = 0
         self._lock = threading.RLock()
         for d in (directory, self.spool, self.quarantine_dir):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(d)
         self._db = self._open_db()
         self._recover()
 
@@ -124,7 +122,8 @@ class Outbox:
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        db = sqlite3.connect(private_db(path), isolation_level=None, check_same_thread=False,
+                             timeout=10.0)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
@@ -133,7 +132,6 @@ class Outbox:
         except sqlite3.DatabaseError:
             db.close()
             raise
-        path.chmod(0o600)
         return db
 
     def _recover(self) -> None:
@@ -142,11 +140,11 @@ class Outbox:
             for (entry_id,) in self._db.execute(
                     "SELECT id FROM entries WHERE gone IS NOT NULL").fetchall():
                 self._finish_removal(entry_id)
-            for tmp in self.spool.glob(".*"):
+            for tmp in self.spool.glob(".*.clip.tmp-*"):
                 tmp.unlink(missing_ok=True)
             known = {r[0] for r in self._db.execute("SELECT id FROM entries")}
             for path in sorted(self.spool.glob("*.clip")):
-                if path.stem not in known:
+                if ENTRY_ID.fullmatch(path.stem) and path.stem not in known:
                     self._adopt(path)
             for entry in self.pending():
                 if not self._spool_path(entry.id).exists():
@@ -174,7 +172,7 @@ class Outbox:
     def put(self, entry_id: str, payload: bytes, content_type: str,
             meta: dict[str, Any]) -> Entry:
         """Take a clip durably (fsynced file and row) and return; never touches the network."""
-        if not _SAFE_ID.fullmatch(entry_id):
+        if not ENTRY_ID.fullmatch(entry_id):
             raise ValueError(f"clip id {entry_id!r} is not a safe file name")
         created = self.clock.wall()
         sha = hashlib.sha256(payload).hexdigest()

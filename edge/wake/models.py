@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import ModelError
-from edge.files import fsync_dir
+from edge.files import fsync_dir, is_plain_name
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,15 @@ class Manifest:
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ModelError(f"cannot read the model manifest {path}: {exc}") from exc
-        return Manifest(
+        manifest = Manifest(
             source=WheelSource(**data["source"]),
             models=tuple(ModelEntry(**m) for m in data["model"]),
         )
+        for name in [manifest.source.wheel] + [m.file for m in manifest.models]:
+            if not is_plain_name(name):  # each is joined to a folder we write in
+                raise ModelError(f"the model manifest {path} names the file {name!r}; give a "
+                                 "plain file name (letters, digits, _ . -)")
+        return manifest
 
 
 def manifest_path() -> Path:
