@@ -1,11 +1,16 @@
-"""Fakes for the recorder's collaborators: scripted engines and VADs, and an event collector."""
+"""Fakes for the recorder's collaborators: scripted engines and VADs, sources, a chime, and
+an event collector."""
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
+
+from edge.audio.frames import FRAME_SAMPLES
+from edge.audio.sources import ArraySource
 
 
 class ScriptedEngine:
@@ -75,3 +80,20 @@ class FakeChime:
 
     def close(self) -> None:
         pass
+
+
+class HeldSource(ArraySource):
+    """Plays ``samples``, then quiet frames (paced like a microphone) until ``release``."""
+
+    def __init__(self, samples: np.ndarray) -> None:
+        super().__init__(samples, name="held")
+        self.release = threading.Event()
+
+    def read(self) -> np.ndarray | None:
+        frame = super().read()
+        if frame is not None:
+            return frame
+        if self.release.is_set():
+            return None
+        time.sleep(0.08)
+        return np.zeros(FRAME_SAMPLES, dtype=np.int16)

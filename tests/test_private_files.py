@@ -13,14 +13,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from edge.audio import synth
-from edge.audio.frames import FRAME_SAMPLES
-from edge.audio.sources import ArraySource
 from edge.cli import main as edge
 from edge.config import ActivationsConfig, replace
 from edge.dashboard.store import FleetStore
@@ -32,6 +29,7 @@ from edge.privacy.retention import DAY_S, expire, purge
 from edge.sinks.local import LocalDirSink, wav_bytes
 from edge.upload.queue import Outbox
 from tests.device import build
+from tests.fakes import HeldSource
 from tests.fixtures.audio import phrase
 from tests.fuzz_strategies import NASTY, TEXT
 from tests.upload_helpers import make_clip, upload_cfg
@@ -270,23 +268,6 @@ def test_measure_clears_only_its_own_snippets_and_plots_from_an_earlier_run(tmp_
 
 
 # -- 10. files are private ------------------------------------------------------------------
-
-class HeldSource(ArraySource):
-    """Plays ``samples``, then quiet frames (paced like a microphone) until ``release``."""
-
-    def __init__(self, samples: np.ndarray) -> None:
-        super().__init__(samples, name="held")
-        self.release = threading.Event()
-
-    def read(self) -> np.ndarray | None:
-        frame = super().read()
-        if frame is not None:
-            return frame
-        if self.release.is_set():
-            return None
-        time.sleep(0.08)
-        return np.zeros(FRAME_SAMPLES, dtype=np.int16)
-
 
 def modes(folder: Path) -> dict[str, int]:
     """Mode bits of everything under ``folder`` (itself included); a symlink fails."""

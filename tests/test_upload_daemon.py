@@ -15,7 +15,6 @@ import re
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,11 @@ import numpy as np
 import pytest
 
 from edge.audio import synth
-from edge.audio.frames import FRAME_SAMPLES
 from edge.audio.sources import ArraySource
 from edge.pipeline.daemon import Daemon
 from edge.privacy.ledger import read_ledger
 from tests.device import build
+from tests.fakes import HeldSource
 from tests.fixtures.audio import phrase
 from tests.upload_helpers import mqtt_opts, upload_cfg
 from tests.waiting import wait_for
@@ -132,23 +131,6 @@ def test_mqtt_311_envelope_carries_no_identifiers(mqtt_broker, mqtt_collector, t
 
 
 # -- broker outage -------------------------------------------------------------------------
-
-class HeldSource(ArraySource):
-    """Plays ``samples``, then quiet frames (paced like a microphone) until ``release``."""
-
-    def __init__(self, samples: np.ndarray) -> None:
-        super().__init__(samples, name="held")
-        self.release = threading.Event()
-
-    def read(self) -> np.ndarray | None:
-        frame = super().read()
-        if frame is not None:
-            return frame
-        if self.release.is_set():
-            return None
-        time.sleep(0.08)
-        return np.zeros(FRAME_SAMPLES, dtype=np.int16)
-
 
 def test_broker_outage_during_detections_loses_nothing(mosquitto_broker, mqtt_collector,
                                                        tmp_path):
