@@ -34,15 +34,17 @@ class Worker:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            word, *rest = line.split()
-            if word == "queued":
+            # Only whole lines count: the kill may cut the last one short, and a clip the
+            # worker queued without saying so is allowed for below.
+            word, *rest = (line.split() if line.endswith("\n") else []) or [""]
+            if word == "queued" and len(rest) == 2:
                 self.queued[rest[0]] = rest[1]
                 self.started.set()
-            elif word == "sending":
+            elif word == "sending" and rest:
                 self.in_flight.add(rest[0])
                 self.sending.set()
                 self.started.set()
-            elif word == "sent":
+            elif word == "sent" and rest:
                 self.in_flight.discard(rest[0])
 
     def kill(self) -> None:
