@@ -35,7 +35,7 @@ from edge.hardware.pins import hardware_error, make_factory, pin_label
 from edge.hardware.profiles import HardwareSpec, resolve
 from edge.pipeline.events import CancelPressed, EventBus, HardwareFault, State, StateChanged
 from edge.pipeline.recorder import Recorder
-from edge.pipeline.runner import Commands, wait_for_loop
+from edge.pipeline.runner import Commands
 
 if TYPE_CHECKING:
     from gpiozero.pins import Factory
@@ -202,17 +202,10 @@ class HardwarePlugin:
 
         self.commands.post(unmute)
 
-    def set_soft_mute(self, on: bool, by: str, timeout: float) -> tuple[bool, tuple[str, ...]]:
-        """Set or clear the soft mute on the audio loop and wait: whether the device is muted
-        now, and what holds it. Clearing is a local unmute: the caller decides whether a
-        remote request may do that."""
-        result: tuple[bool, tuple[str, ...]] = wait_for_loop(self.soft_mute_soon(on, by),
-                                                             timeout)
-        return result
-
     def soft_mute_soon(self, on: bool, by: str) -> Future[tuple[bool, tuple[str, ...]]]:
-        """``set_soft_mute`` without the wait: posted to the audio loop at once (it runs
-        before the next frame), the future gives what ``set_soft_mute`` returns."""
+        """Set or clear the soft mute, posted to the audio loop at once (it runs before the next
+        frame) without waiting: a future of whether the device is muted then, and what holds
+        it. Clearing is a local unmute: the caller decides whether a remote request may."""
         def apply(rec: Recorder) -> tuple[bool, tuple[str, ...]]:
             if on:
                 self.mute.soft_mute(rec, by)
