@@ -97,9 +97,12 @@ def child(args: argparse.Namespace) -> int:
     else:
         from edge.wake.engine import Classifier, FeatureModels, StreamingEngine
 
+        # edge-ort: the same engine with every model on onnxruntime (before issue 18)
+        runtime = "onnxruntime" if args.engine == "edge-ort" else "auto"
         engine = StreamingEngine(
-            FeatureModels.load(Path(paths["melspectrogram"]), Path(paths["embedding"])),
-            [Classifier.load(WAKE, Path(paths[WAKE]))],
+            FeatureModels.load(Path(paths["melspectrogram"]), Path(paths["embedding"]),
+                               runtime=runtime),
+            [Classifier.load(WAKE, Path(paths[WAKE]), runtime=runtime)],
             idle_gate_dbfs=GATE_DBFS if args.engine == "edge+gate" else None,
         )
 
@@ -315,7 +318,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=600.0, help="seconds of each audio")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each engine and audio")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--engine", choices=("openwakeword", "edge", "edge+gate"),
+    ap.add_argument("--engine", choices=("openwakeword", "edge", "edge+gate", "edge-ort"),
                     help=argparse.SUPPRESS)
     ap.add_argument("--audio", help=argparse.SUPPRESS)
     ap.add_argument("--models", help=argparse.SUPPRESS)

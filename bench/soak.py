@@ -64,6 +64,20 @@ def proc_status(key: str) -> int:
     raise KeyError(key)
 
 
+def rss_slope(samples: list[Sample]) -> dict[str, float]:
+    """Least-squares RSS slope (kB per audio hour) over ``samples`` (the soak's last half,
+    without the sample taken after shutdown), and the residuals' standard deviation (kB)."""
+    if len(samples) < 3:
+        return {"rss_slope_last_half_kb_per_h": 0.0, "rss_noise_last_half_kb": 0.0}
+    h = np.array([s.audio_h for s in samples])
+    kb = np.array([s.rss_kb for s in samples], dtype=float)
+    slope, icept = np.polyfit(h, kb, 1)
+    noise = float(np.std(kb - (slope * h + icept)))
+    return {"rss_slope_last_half_kb_per_h": round(float(slope), 2),
+            "rss_noise_last_half_kb": round(noise, 1),
+            "rss_last_half_span_h": round(float(h[-1] - h[0]), 3)}
+
+
 def sample(audio_s: float, t0: float) -> Sample:
     return Sample(round(audio_s / 3600.0, 4), round(time.monotonic() - t0, 2),
                   proc_status("VmRSS"), len(os.listdir("/proc/self/fd")),
@@ -240,7 +254,14 @@ def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
 
         threading.Thread(target=go, name="soak-broker-restart").start()
 
+    def clear_pin_histories() -> None:
+        # gpiozero's MockPin keeps every state it was ever in (test instrumentation, not
+        # memory a device has): without this the soak measures its own mock's history.
+        for pin in factory.pins.values():
+            pin.clear_states()
+
     source.every(sample_every_s, take)
+    source.every(600.0, clear_pin_histories)
     source.every(mute_every_s, toggle_mute)
     source.every(restart_every_s, restart_broker)
     daemon_thread = threading.Thread(target=daemon.runner.run, name="soak-daemon")
@@ -283,6 +304,7 @@ def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
         "mute_toggles": counts["mute_toggles"],
         "broker_restarts": counts["broker_restarts"],
         "rss_growth_kb": end.rss_kb - base.rss_kb,
+        **rss_slope(samples[len(samples) // 2:-1] if len(samples) > 4 else samples),
         "fd_growth": max(s.fds for s in last) - max(s.fds for s in first),
         "thread_growth": max(s.threads for s in last) - max(s.threads for s in first),
         "os_thread_growth": max(s.os_threads for s in last) - max(s.os_threads for s in first),

@@ -28,6 +28,7 @@ COMMANDS = {
     "config": "edge.commands.config",
     "hardware": "edge.commands.hardware",
     "identity": "edge.commands.identity",
+    "assist": "edge.commands.assist",
     "decrypt": "edge.commands.decrypt",
     "purge": "edge.commands.purge",
     "audit": "edge.commands.audit",
@@ -49,20 +50,42 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edge", description="Privacy-first wake-word edge recorder.")
     parser.add_argument("--version", action="version", version=f"edge-recorder {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_log_flags(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for _name, module in COMMANDS.items():
         importlib.import_module(module).add_parser(sub)
+    _log_flags_everywhere(parser)
     return parser
+
+
+def add_log_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """``-v``/``-q``: this run's log level, over the config's ``log_level`` (the last wins)."""
+    taken = parser._option_string_actions
+    for short, long, level, text in (("-v", "--verbose", "debug", "debug logging"),
+                                     ("-q", "--quiet", "warning", "warnings and errors only")):
+        flags = [f for f in (short, long) if f not in taken]  # `measure --quiet` is its own
+        parser.add_argument(*flags, dest="log_flag", action="store_const", const=level,
+                            default=default, help=f"{text} (over the config's log_level)")
+
+
+def _log_flags_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Let ``-v``/``-q`` come after any subcommand name too. A subcommand's default is
+    SUPPRESS, so a flag given before its name is not reset by it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in set(action.choices.values()):
+                add_log_flags(subparser, default=argparse.SUPPRESS)
+                _log_flags_everywhere(subparser)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from edge.service.logs import configure
+    from edge.service.logs import configure, set_command_line_level
 
-    configure("debug" if args.verbose else "info")
+    set_command_line_level(args.log_flag)
+    configure("info")
     try:
         return int(args.func(args) or 0)
     except EdgeError as exc:

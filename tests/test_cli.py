@@ -128,18 +128,6 @@ def test_run_stops_cleanly_on_signal_and_keeps_finished_clips(placed, tmp_path, 
     assert len(list(clips.glob("*.wav"))) == len(list(clips.glob("*.json"))) >= 1
 
 
-def test_make_run_demo_runs_the_full_pipeline_with_a_loud_notice(alsa, tmp_path):
-    """No capture device (ALSA configured with none): --demo-if-no-device runs the demo."""
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'state_dir = "{tmp_path / "state"}"\n')
-    out = run_edge("run", "--config", str(cfg), "--demo-if-no-device", env=alsa.env)
-    assert out.returncode == 0, out.stderr
-    assert "DEMO MODE: no capture device was found" in out.stderr
-    metas = [json.loads(p.read_text()) for p in (tmp_path / "state" / "clips").glob("*.json")]
-    assert len(metas) == 1
-    assert metas[0]["model"] == "hey_jarvis" and metas[0]["reason"] == "silence"
-
-
 def test_without_the_demo_flag_a_missing_device_is_an_error_not_a_demo(alsa, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'state_dir = "{tmp_path / "state"}"\n')

@@ -232,7 +232,7 @@ def test_cli_refuses_bad_arguments_in_one_line(capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mqtt://HOST" in err
     assert cli(["dashboard", "--broker", "mqtt://u:p@host"]) == 2
-    assert "--password-file" in capsys.readouterr().err
+    assert "--broker-password-file" in capsys.readouterr().err
     assert cli(["simulate-fleet", "--broker", "mqtt://localhost", "--devices", "0"]) == 2
     assert "--devices must be" in capsys.readouterr().err
     assert cli(["dashboard", "--broker", "mqtt://localhost", "--base", "edge/#"]) == 2
@@ -256,11 +256,16 @@ def test_device_and_simulator_speak_the_same_format(mqtt_broker: Any) -> None:
     finally:
         sim.close()
     watch.wait_for(lambda: any(t.endswith("/event/activation") for t, _, _ in watch.messages))
+    names = {}
     for topic, payload, _r in watch.messages:
         if topic.endswith("/state") and payload:
-            check_state(decode_object(payload))
+            st = check_state(decode_object(payload))
+            assert st["simulated"] is True  # the simulator says so in every state
+            names[topic.split("/")[1]] = st["name"]
         elif topic.endswith("/event/activation"):
             check_activation(decode_object(payload))
+    assert names == {d.id: d.name for d in sim.devices} and set(names.values()) == {
+        "kitchen 1", "living room 1"}
     watch.close()
 
 
@@ -403,3 +408,251 @@ def test_the_counters_always_equal_what_is_in_the_database(
         assert {d["id"] for d in store.devices()} == {d for d, _ in in_db}
     finally:
         store.close()
+
+
+# ---- field work: names, the chart's devices, simulated devices, aging out -----------------
+
+def named_state(name: str = "", simulated: bool = False, t: float | None = None) -> bytes:
+    return encode(state_message(mode="listening", mute_causes=[], models={"hey_jarvis": 0.5},
+                                version="0.1.0", uptime_s=5, rtf=0.1, last_activation=None,
+                                false_per_hour=0, wall_time=t or time.time(), name=name,
+                                simulated=simulated)).encode()
+
+
+class Clock:
+    """Wall time that a test moves on."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def at(t: float, topic: str, payload: bytes, retain: bool = False) -> Incoming:
+    return Incoming(topic, payload, retain, t)
+
+
+def test_a_device_name_is_set_in_the_config_and_refused_in_one_line(tmp_path: Path) -> None:
+    from edge.config import load_config
+    from edge.errors import ConfigError
+
+    good = tmp_path / "good.toml"
+    good.write_text('[mqtt]\nname = "kitchen pi"\n')
+    assert load_config(good).mqtt.name == "kitchen pi"
+    for bad, why in (('"a\\u0007b"', "control or invisible"), ('"evil\\u202egnp"', "invisible"),
+                     ('"line\\nbreak"', "control"), ('" padded"', "space"),
+                     (f'"{"x" * 41}"', "41 characters")):
+        path = tmp_path / "bad.toml"
+        path.write_text(f"[mqtt]\nname = {bad}\n")
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert str(err.value).startswith("mqtt.name = ") and why in str(err.value)
+        assert "\n" not in str(err.value) and "give 1 to 40 printable" in str(err.value)
+
+
+def test_the_cli_refuses_a_bad_name_in_one_line(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text('[mqtt]\nname = "two\\nlines"\n')
+    assert cli(["config", "check", "--no-devices", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mqtt.name = 'two\\nlines'" in err
+
+
+def test_a_name_travels_in_the_state_and_is_shown_beside_the_id(ingestor: Ingestor) -> None:
+    up = ingestor.ingest([msg(f"edge/{DEV}/status", b"online"),
+                          msg(f"edge/{DEV}/state", named_state("kitchen pi")),
+                          msg(f"edge/{DEV_B}/state", named_state())])
+    by_id = {d["id"]: d for d in up["devices"]}
+    assert by_id[DEV]["name"] == "kitchen pi" and by_id[DEV]["simulated"] is False
+    assert by_id[DEV_B]["name"] is None
+    # a name the config would refuse is refused in a message too (another publisher's)
+    ingestor.ingest([msg(f"edge/{DEV_C}/state", named_state("x\u202ey"))])
+    assert ingestor.store.device(DEV_C) is None and ingestor.counters.skipped == 1
+
+
+def test_an_older_history_gains_names_when_opened(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE devices (id TEXT PRIMARY KEY, online INTEGER NOT NULL "
+                    "DEFAULT 0, status_time REAL, state TEXT, state_time REAL, "
+                    "first_seen REAL NOT NULL, last_seen REAL NOT NULL)")
+        old.execute("INSERT INTO devices (id, first_seen, last_seen) VALUES (?, 1, 1)", (DEV,))
+    store = FleetStore.open(path)
+    try:
+        assert store.devices() == [{"id": DEV, "name": None, "simulated": False,
+                                    "online": False, "state": None, "state_time": None,
+                                    "last_seen": 1.0}]
+    finally:
+        store.close()
+
+
+def test_the_chart_says_which_devices_it_draws_and_draws_the_ones_picked(
+        dashboard: Any) -> None:
+    dash = dashboard()
+    now = time.time()
+    ids = [f"{i:016x}" for i in range(11)]  # device i has i false wakes
+    items = [msg(f"edge/{d}/state", named_state(f"room {i}")) for i, d in enumerate(ids)]
+    for i, d in enumerate(ids):
+        items += [msg(f"edge/{d}/event/activation", activation(f"f{i}x{k}", True, now - 60))
+                  for k in range(i)]
+    dash.ingest.ingest(items)
+    status, chart = get(f"{dash.url}api/chart?hours=24")
+    assert status == 200 and chart["shown"] == "top" and chart["top"] == 8
+    assert chart["with_false"] == 10  # device 0 had none
+    assert [s["device"] for s in chart["series"]] == ids[:2:-1]  # the 8 with the most
+    assert chart["series"][0]["name"] == "room 10"
+    assert [c["device"] for c in chart["choices"]] == ids[::-1]  # all, most first
+    status, chart = get(f"{dash.url}api/chart?hours=24&devices={ids[0]},{ids[3]}")
+    assert status == 200 and chart["shown"] == "picked"
+    assert [(s["device"], sum(s["values"])) for s in chart["series"]] == [(ids[0], 0),
+                                                                          (ids[3], 3)]
+    status, err = get(f"{dash.url}api/chart?devices={','.join(ids[:9])}")
+    assert status == 400 and b"pick at most 8" in err
+    status, err = get(f"{dash.url}api/chart?devices=bad%2Fid")
+    assert status == 400 and b"'bad/id' is not a device id" in err
+
+
+SIM = "sim0123456789abc"
+
+
+def test_a_simulated_device_is_marked_and_can_be_removed_with_its_history(
+        dashboard: Any) -> None:
+    dash = dashboard()
+    own = {"x-edge-dashboard": "1", "origin": dash.url.rstrip("/")}
+    dash.ingest.ingest([msg(f"edge/{SIM}/status", b"online"),
+                        msg(f"edge/{SIM}/state", named_state("kitchen 1", simulated=True)),
+                        msg(f"edge/{SIM}/event/activation", activation("s1", True)),
+                        msg(f"edge/{DEV}/status", b"offline"),
+                        msg(f"edge/{DEV}/state", named_state("real one"))])
+    assert dash.store.device(SIM)["simulated"] is True
+    assert post(f"{dash.url}api/devices/remove", {"device": SIM}, own) == (
+        409, {"error": f"device {SIM} is online; stop the simulator first"})
+    dash.ingest.ingest([msg(f"edge/{SIM}/status", b"offline")])
+    # guarded like the label API: its own page only, with the custom header
+    assert post(f"{dash.url}api/devices/remove", {"device": SIM},
+                {"origin": dash.url.rstrip("/")})[0] == 403
+    assert post(f"{dash.url}api/devices/remove", {"device": SIM},
+                {"x-edge-dashboard": "1", "origin": "http://attacker.example"})[0] == 403
+    assert post(f"{dash.url}api/devices/remove", {"device": DEV}, own) == (
+        409, {"error": f"device {DEV} is not simulated; only simulated devices can be removed"})
+    assert post(f"{dash.url}api/devices/remove", {"device": "ffffffffffffffff"}, own)[0] == 404
+    assert post(f"{dash.url}api/devices/remove", {"device": "../x"}, own)[0] == 400
+    assert post(f"{dash.url}api/devices/remove", {"simulated": "all"}, own)[0] == 400
+    assert post(f"{dash.url}api/devices/remove", {"device": SIM}, own) == (
+        200, {"removed": [SIM]})
+    assert [d["id"] for d in get(f"{dash.url}api/fleet")[1]["devices"]] == [DEV]
+    assert get(f"{dash.url}api/devices/{SIM}/activations")[1] == []
+    assert [c["device"] for c in get(f"{dash.url}api/chart")[1]["choices"]] == [DEV]
+    # the broker's retained copies of it, replayed, do not bring it back ...
+    dash.ingest.ingest([msg(f"edge/{SIM}/status", b"offline", retain=True),
+                        msg(f"edge/{SIM}/state", named_state("kitchen 1", True, time.time()
+                                                             - 5), retain=True)])
+    assert dash.store.device(SIM) is None
+    # ... but anything it says afterwards does
+    dash.ingest.ingest([msg(f"edge/{SIM}/state", named_state("kitchen 1", True, time.time()
+                                                             + 1), retain=True)])
+    assert dash.store.device(SIM)["online"] is True
+
+
+def test_removed_simulated_devices_stay_removed_when_the_dashboard_restarts(
+        mqtt_broker: Any, tmp_path: Path) -> None:
+    """Against a real Mosquitto: the simulator's retained status and state stay on the
+    broker after it stops, and are replayed to the next dashboard."""
+    broker = broker_from_url(f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}")
+    db = tmp_path / "fleet.sqlite3"
+    dash = Dashboard(broker, db, port=free_port()).start()
+    sim = FleetSimulator(broker, FleetProfile(devices=3, state_interval_s=1.0,
+                                              activations_per_hour=3600.0), seed=4)
+    try:
+        sim.connect()
+        sim.run(1.5)
+    finally:
+        sim.close()
+    ids = sorted(d.id for d in sim.devices)
+    names = {d.id: d.name for d in sim.devices}
+    try:
+        wait_for(lambda: dash.store.totals(time.time())["offline"] == 3, 10,
+                 "three simulated devices offline")
+        fleet = get(f"{dash.url}api/fleet")[1]["devices"]
+        assert [(d["id"], d["name"], d["simulated"]) for d in fleet] == [
+            (i, names[i], True) for i in ids]
+        assert sorted(names.values()) == ["hallway 1", "kitchen 1", "living room 1"]
+        status, body = post(f"{dash.url}api/devices/remove", {"simulated": "offline"},
+                            {"x-edge-dashboard": "1", "origin": dash.url.rstrip("/")})
+        assert status == 200 and sorted(body["removed"]) == ids
+    finally:
+        dash.stop()
+    again = Dashboard(broker, db, port=free_port()).start()
+    try:
+        assert again.mqtt.wait_connected(10.0)
+        wait_for(lambda: again.ingest.counters.received >= 6, 10,
+                 "the broker's retained status and state of three devices")
+        wait_for(lambda: again.ingest.idle.is_set(), 10, "the ingest to finish")
+        assert again.store.devices() == [] and again.ingest.counters.skipped == 0
+    finally:
+        again.stop()
+
+
+def test_offline_devices_age_out_of_the_live_view_and_keep_their_history(
+        mqtt_broker: Any, tmp_path: Path) -> None:
+    day = 86400.0
+    clock = Clock(1.7e9)
+    dash = Dashboard(broker_from_url(f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}"),
+                     tmp_path / "fleet.sqlite3", port=free_port(), offline_after_s=day,
+                     clock=clock, sweep_s=0.05).start()
+    t0 = clock.t
+    try:
+        dash.ingest.ingest([at(t0, f"edge/{DEV}/state", named_state("gone", t=t0)),
+                            at(t0, f"edge/{DEV}/event/activation", activation("g1", True, t0)),
+                            at(t0, f"edge/{DEV}/status", b"offline"),
+                            at(t0, f"edge/{DEV_B}/status", b"online"),
+                            at(t0, f"edge/{DEV_B}/state", named_state("stays", t=t0))])
+        conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=10)
+        conn.request("GET", "/events")
+        events = conn.getresponse()
+        fleet = get(f"{dash.url}api/fleet")[1]
+        assert [d["id"] for d in fleet["devices"]] == [DEV, DEV_B]
+        assert fleet["offline_after_s"] == day
+        clock.t = t0 + day + 1  # a day on: DEV (offline) ages out, DEV_B (online) stays
+
+        def gone() -> Any:
+            line = events.fp.readline()
+            return line.startswith(b"data: ") and json.loads(line[6:]).get("gone")
+
+        assert wait_for(gone, 10, "the page to be told DEV aged out", poll_s=0) == [DEV]
+        conn.close()
+        fleet = get(f"{dash.url}api/fleet")[1]
+        assert [d["id"] for d in fleet["devices"]] == [DEV_B]
+        assert (fleet["totals"]["devices"], fleet["totals"]["aged_out"]) == (1, 1)
+        assert [a["id"] for a in get(f"{dash.url}api/devices/{DEV}/activations")[1]] == ["g1"]
+        # the broker's retained copies, replayed on a reconnect, do not bring it back ...
+        up = dash.ingest.ingest([at(clock.t, f"edge/{DEV}/status", b"offline", retain=True),
+                                 at(clock.t, f"edge/{DEV}/state", named_state("gone", t=t0),
+                                    retain=True)])
+        assert "devices" not in up and dash.store.device(DEV, t0 + 1) is None
+        assert up["totals"]["aged_out"] == 1
+        # ... but the device speaking again does
+        up = dash.ingest.ingest([at(clock.t, f"edge/{DEV}/status", b"online")])
+        assert [d["id"] for d in up["devices"]] == [DEV]
+        assert len(get(f"{dash.url}api/fleet")[1]["devices"]) == 2
+    finally:
+        dash.stop()
+
+
+def test_aging_out_can_be_turned_off(ingestor: Ingestor) -> None:
+    ingestor.clock = Clock(1.0)
+    ingestor.ingest([at(1.0, f"edge/{DEV}/status", b"offline")])
+    assert [d["id"] for d in ingestor.store.devices(None)] == [DEV]
+    assert ingestor.store.devices(2.0) == []
+
+
+def test_dashboard_cli_offline_after_is_checked_in_one_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("-1", "nan", "9000"):
+        assert cli(["dashboard", "--broker", "mqtt://localhost", "--offline-after", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--offline-after" in err and "give hours" in err

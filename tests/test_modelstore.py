@@ -17,14 +17,15 @@ from edge.wake.models import ModelStore
 def copy_models(store: ModelStore, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for m in store.manifest.models:
-        shutil.copyfile(store.directory / m.file, dest / m.file)
+        for file, _, _ in m.files():  # a micro model's .json too
+            shutil.copyfile(store.directory / file, dest / file)
     return dest
 
 
 def test_fetch_from_a_folder_installs_and_verifies_every_model(store, tmp_path):
     target = ModelStore(tmp_path / "models", store.manifest)
     installed = target.fetch(copy_models(store, tmp_path / "src"))
-    assert len(installed) == len(store.manifest.models)
+    assert len(installed) == sum(len(m.files()) for m in store.manifest.models)
     assert all(target.status(m.name).state == "ok" for m in store.manifest.models)
 
 

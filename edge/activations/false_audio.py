@@ -33,7 +33,7 @@ class FalseAudioKeeper:
         if self._sealer is not None:
             d = ev.detection
             meta = {"id": ev.activation_id, "activation_id": ev.activation_id,
-                    "model": d.model, "score": d.score, "threshold": d.threshold,
+                    "model": d.model, "score": ev.peak, "threshold": d.threshold,
                     "reason": ev.reason, "wall_time": ev.wall_time, "duration_s": ev.duration_s,
                     "sample_rate": SAMPLE_RATE, "kind": "false_activation"}
             name = f"{ev.activation_id}.sealed"

@@ -59,14 +59,14 @@ from edge.pipeline.events import (
     ActivationEnded,
     ClipReady,
     DetectionEvent,
-    RunEnded,
     State,
     StateChanged,
     StreamStarted,
     ThresholdChanged,
+    TranscriptReady,
+    TurnStreamed,
 )
 from edge.pipeline.outcome import LIKELY_FALSE
-from edge.wake.policy import ScoreRun
 from edge.wake.verifier import Candidate, Verifier, build_verifier
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,6 @@ MAX_HELD_OPS = 1000
 """Writes held in memory while the database cannot be written; beyond it the oldest go."""
 LABEL_GRACE_S = 1.0
 """How long a label for an unknown activation id waits for that activation's events."""
-RUNS_KEPT = 64
-"""Recent runs over a threshold remembered to describe the activations that end after them."""
 
 
 @dataclass
@@ -140,8 +138,9 @@ class ActivationLogPlugin:
         self._q: queue.Queue[object] = queue.Queue(maxsize=2000)
         # Everything below is the log thread's own.
         self._ops: deque[Op] = deque()
-        self._runs: deque[ScoreRun] = deque(maxlen=RUNS_KEPT)
         self._in_flight: set[str] = set()
+        self._streamed: dict[str, str] = {}
+        """Activation id -> where its utterance was streamed, until the activation ends."""
         self._last_id: str | None = None
         self._held_labels: dict[str, list[tuple[str, str, float]]] = {}
         self._waiting_labels: list[_Label] = []
@@ -178,7 +177,7 @@ class ActivationLogPlugin:
         if isinstance(ev, ClipReady) and not (self.verifier and self.verifier.needs_audio):
             return
         if isinstance(ev, StateChanged | DetectionEvent | ActivationEnded | ClipReady |
-                      RunEnded | StreamStarted | ThresholdChanged):
+                      StreamStarted | ThresholdChanged | TurnStreamed | TranscriptReady):
             self._q.put(ev)
 
     def label(self, ref: str, label: str, source: str) -> Future[str]:
@@ -247,8 +246,8 @@ class ActivationLogPlugin:
                 self._in_flight.add(item.activation_id)
                 self._last_id = item.activation_id
                 self._retry_labels()
-        elif isinstance(item, RunEnded):
-            self._runs.append(item.run)
+        elif isinstance(item, TurnStreamed):  # comes before its activation's end
+            self._streamed[item.activation_id] = item.destination
         elif isinstance(item, ClipReady):
             clip = item.clip
             self._clip_audio[clip.activation_id] = (clip.audio, clip.detection_t - clip.start)
@@ -270,6 +269,8 @@ class ActivationLogPlugin:
                 self._start_period(item.wall_time, item.t)
         elif isinstance(item, _Label):
             self._label(item)
+        elif isinstance(item, TranscriptReady):  # comes after its activation's end
+            self._transcribed(item)
         elif isinstance(item, _Uploaded):
             uploaded = item
 
@@ -277,6 +278,18 @@ class ActivationLogPlugin:
                 s.mark_uploaded(uploaded.clip_id, uploaded.at)
 
             self._submit(write)
+
+    def _transcribed(self, ev: TranscriptReady) -> None:
+        """The activation's outcome becomes ``transcribed``; its text is kept only with
+        ``assist.stt.keep_transcripts``."""
+        text = ev.text if self.cfg.assist.stt.keep_transcripts else None
+
+        def write(s: ActivationLog) -> None:
+            if not s.mark_transcribed(ev.activation_id, ev.destination, len(ev.text), text):
+                log.warning("activation %s was transcribed, but it is not in the log",
+                            ev.activation_id[:8])
+
+        self._submit(write)
 
     def _final(self) -> None:
         if self._period is not None:
@@ -322,17 +335,9 @@ class ActivationLogPlugin:
 
         self._submit(write)
 
-    def _run_for(self, model: str, frame_index: int) -> ScoreRun | None:
-        for r in reversed(self._runs):
-            if r.model == model and r.first <= frame_index <= r.last:
-                return r
-        return None
-
     def _ended(self, ev: ActivationEnded) -> None:
         d = ev.detection
-        run = self._run_for(d.model, d.frame_index)
-        peak = max(d.score, run.peak) if run else d.score
-        frames_over = max(d.frames_over, run.frames) if run else d.frames_over
+        peak, frames_over = ev.peak, ev.run.frames  # the whole run's, as every report shows
         flags = [ev.reason] if ev.reason in LIKELY_FALSE else []
         verdict = None
         audio, offset = self._clip_audio.pop(ev.activation_id, (ev.audio, None))
@@ -354,16 +359,18 @@ class ActivationLogPlugin:
                 log.error("could not keep the audio of false wake %s: %s", ev.activation_id,
                           exc)
         p = self._period
+        streamed_to = self._streamed.pop(ev.activation_id, None)
         row = ActivationRow(
             id=ev.activation_id, wall_time=ev.wall_time, model=d.model, threshold=d.threshold,
             peak_score=round(peak, 6), frames_over=frames_over, clip_id=ev.clip_id,
             duration_s=round(ev.duration_s, 3), vad_speech_ratio=round(ev.vad_speech_ratio, 4),
-            end_reason=ev.reason, outcome=outcome_for(ev.reason, ev.clip_id, self.clips_kept),
+            end_reason=ev.reason, outcome=outcome_for(ev.reason, ev.clip_id, self.clips_kept,
+                                                      streamed=streamed_to is not None),
             likely_false=bool(ev.likely_false or flags), flags=tuple(flags),
             verifier=self.verifier.name if verdict is not None and self.verifier else None,
             verifier_accept=verdict.accept if verdict is not None else None,
             verifier_score=verdict.score if verdict is not None else None,
-            audio_file=audio_file,
+            audio_file=audio_file, streamed_to=streamed_to,
             period_heard_s=max(0.0, d.t - p.start_t) if p is not None else 0.0)
 
         def write(s: ActivationLog) -> None:

@@ -47,14 +47,21 @@ class ActivationRow:
     label: str = "unknown"
     label_source: str = "auto"
     labelled_at: float | None = None
+    streamed_to: str | None = None
+    """Where its utterance was streamed (a voice assistant, e.g. 'esphome://192.0.2.7:50312');
+    None when it was not."""
 
 
-def outcome_for(reason: str, clip_id: str | None, sinks_keep: bool = True) -> str:
+def outcome_for(reason: str, clip_id: str | None, sinks_keep: bool = True,
+                streamed: bool = False) -> str:
     """The outcome recorded when an activation ends (``uploaded`` comes later).
 
     ``sinks_keep``: whether the clip sinks keep a clip (false when the only sink
-    discards it: upload off and no local copy).
+    discards it: upload off and no local copy). ``streamed``: its audio was handed to a
+    voice assistant, which is what the owner most needs to see, however the turn ended.
     """
+    if streamed:
+        return "streamed"
     if reason in ("aborted_by_mute", "cancelled_by_user"):
         return reason
     if clip_id is not None:

@@ -12,19 +12,23 @@ import sqlite3
 from pathlib import Path
 
 from edge.errors import EdgeError
-from edge.files import private_db
+from edge.files import SQLITE_CACHE, private_db
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
+"""2: outcome ``streamed`` and ``streamed_to`` (a turn handed to a voice assistant);
+3: outcome ``transcribed``, ``transcript_chars`` and (opt-in) ``transcript`` (an utterance a
+speech-to-text server transcribed)."""
 
-OUTCOMES = ("uploaded", "kept", "discarded", "aborted_by_mute", "cancelled_by_user", "no_speech")
+OUTCOMES = ("uploaded", "kept", "discarded", "aborted_by_mute", "cancelled_by_user", "no_speech",
+            "streamed", "transcribed")
 LABELS = ("unknown", "true", "false")
 LABEL_SOURCES = ("auto", "button", "cli", "mqtt", "dashboard")
 BUSY_TIMEOUT_MS = 3000
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS activations (
+_ACTIVATIONS = f"""
+CREATE TABLE IF NOT EXISTS {{table}} (
     n INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     wall_time REAL NOT NULL,
@@ -46,10 +50,38 @@ CREATE TABLE IF NOT EXISTS activations (
     label_source TEXT NOT NULL DEFAULT 'auto' CHECK (label_source IN {LABEL_SOURCES!r}),
     labelled_at REAL,
     audio_file TEXT,
-    period INTEGER REFERENCES listening_periods(n)
+    period INTEGER REFERENCES listening_periods(n),
+    streamed_to TEXT,
+    transcript_chars INTEGER,
+    transcript TEXT
 );
+"""
+_V1_COLUMNS = ("n, id, wall_time, model, threshold, peak_score, frames_over, clip_id, "
+               "duration_s, vad_speech_ratio, end_reason, outcome, likely_false, flags, "
+               "verifier, verifier_accept, verifier_score, label, label_source, labelled_at, "
+               "audio_file, period")
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS activations_time ON activations(wall_time);
 CREATE INDEX IF NOT EXISTS activations_clip ON activations(clip_id);
+"""
+_V2_COLUMNS = _V1_COLUMNS + ", streamed_to"
+
+
+def _rebuild(columns: str) -> str:
+    return f"""
+{_ACTIVATIONS.format(table="activations_new")}
+INSERT INTO activations_new ({columns}) SELECT {columns} FROM activations;
+DROP TABLE activations;
+ALTER TABLE activations_new RENAME TO activations;
+{_INDEXES}
+"""
+
+
+_UPGRADES = {1: _rebuild(_V1_COLUMNS), 2: _rebuild(_V2_COLUMNS)}
+"""From each older version to this one: SQLite cannot change a CHECK, so the table is
+rebuilt (foreign keys off, as SQLite's documentation prescribes; the labels still reference
+it by name)."""
+_SCHEMA = _ACTIVATIONS.format(table="activations") + _INDEXES + f"""
 CREATE TABLE IF NOT EXISTS labels (
     n INTEGER PRIMARY KEY,
     activation_id TEXT NOT NULL REFERENCES activations(id),
@@ -94,6 +126,7 @@ def connect(path: Path, create: bool = True, check: bool = False) -> sqlite3.Con
         raise ActivationLogError(fix_for(path, exc)) from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(SQLITE_CACHE)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             log.warning("activation log %s is in %s mode, not WAL", path, mode)
@@ -108,7 +141,9 @@ def connect(path: Path, create: bool = True, check: bool = False) -> sqlite3.Con
             raise ActivationLogError(
                 f"the activation log {path} has schema {version}, newer than this "
                 f"edge-recorder understands ({SCHEMA_VERSION}); upgrade edge-recorder")
-        if version < SCHEMA_VERSION:
+        if version in _UPGRADES:
+            _upgrade(conn, version)
+        elif version < SCHEMA_VERSION:
             conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\n"
                                f"PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
     except ActivationLogError:
@@ -118,6 +153,25 @@ def connect(path: Path, create: bool = True, check: bool = False) -> sqlite3.Con
         conn.close()
         raise ActivationLogError(fix_for(path, exc)) from None
     return conn
+
+
+def _upgrade(conn: sqlite3.Connection, version: int) -> None:
+    """Rebuild the activations table (``_UPGRADES``) once, whoever opens the file first."""
+    conn.execute("PRAGMA foreign_keys = OFF")  # outside the transaction, or it is ignored
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        if conn.execute("PRAGMA user_version").fetchone()[0] == version:  # not upgraded meanwhile
+            for statement in _UPGRADES[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
 
 
 def fix_for(path: Path, exc: BaseException) -> str:

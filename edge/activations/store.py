@@ -106,21 +106,21 @@ class ActivationLog:
             if found:
                 return int(found[0])
             outcome = row.outcome
-            if row.clip_id and c.execute("SELECT 1 FROM uploads WHERE clip_id = ?",
-                                         (row.clip_id,)).fetchone():
+            if outcome != "streamed" and row.clip_id and c.execute(  # streamed says more
+                    "SELECT 1 FROM uploads WHERE clip_id = ?", (row.clip_id,)).fetchone():
                 outcome = "uploaded"
             cur = c.execute(
                 "INSERT INTO activations (id, wall_time, model, threshold, peak_score, "
                 "frames_over, clip_id, duration_s, vad_speech_ratio, end_reason, outcome, "
                 "likely_false, flags, verifier, verifier_accept, verifier_score, label, "
-                "label_source, labelled_at, audio_file, period) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "label_source, labelled_at, audio_file, period, streamed_to) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.id, row.wall_time, row.model, row.threshold, row.peak_score,
                  row.frames_over, row.clip_id, row.duration_s, row.vad_speech_ratio,
                  row.end_reason, outcome, int(row.likely_false), ",".join(row.flags),
                  row.verifier, None if row.verifier_accept is None else int(row.verifier_accept),
                  row.verifier_score, row.label, row.label_source, row.labelled_at,
-                 row.audio_file, row.period))
+                 row.audio_file, row.period, row.streamed_to))
             n = int(cur.lastrowid or 0)
             if row.label != "unknown":
                 c.execute("INSERT INTO labels (activation_id, label, source, wall_time) "
@@ -170,8 +170,20 @@ class ActivationLog:
         with self._tx() as c:
             c.execute("INSERT OR IGNORE INTO uploads (clip_id, wall_time) VALUES (?, ?)",
                       (clip_id, at_or_now(at)))
-            cur = c.execute("UPDATE activations SET outcome = 'uploaded' WHERE clip_id = ?",
-                            (clip_id,))
+            cur = c.execute("UPDATE activations SET outcome = CASE WHEN outcome IN "
+                            "('streamed', 'transcribed') THEN outcome ELSE 'uploaded' END "
+                            "WHERE clip_id = ?", (clip_id,))
+            return cur.rowcount > 0
+
+    def mark_transcribed(self, activation_id: str, destination: str, chars: int,
+                         text: str | None) -> bool:
+        """A speech-to-text server transcribed the activation's utterance: outcome
+        ``transcribed``, where it went and the transcript's length; its ``text`` only when
+        the owner keeps transcripts (None: not kept). True if the activation is logged."""
+        with self._tx() as c:
+            cur = c.execute("UPDATE activations SET outcome = 'transcribed', streamed_to = ?, "
+                            "transcript_chars = ?, transcript = ? WHERE id = ?",
+                            (destination, chars, text, activation_id))
             return cur.rowcount > 0
 
     def open_period(self, start_wall: float, models: dict[str, float], heard_s: float = 0.0,

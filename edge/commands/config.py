@@ -16,8 +16,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     csub.required = True
     e = csub.add_parser("example", help="print a documented config with every default")
     e.set_defaults(func=example)
-    c = csub.add_parser("check", help="validate a config file")
-    c.add_argument("file", type=Path)
+    c = csub.add_parser("check", help="validate a config file: every check `edge run` makes "
+                                      "before it captures (models, key files, devices)")
+    c.add_argument("file", type=Path, help="the config file (TOML) to check")
+    c.add_argument("--no-devices", action="store_true",
+                   help="skip the input and output devices (checking a config for another "
+                        "machine)")
     c.set_defaults(func=check)
 
 
@@ -27,9 +31,15 @@ def example(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-    from edge.compose.config import load_checked_config
+    import sys
 
-    load_checked_config(args.file)
+    from edge.compose.config import load_checked_config
+    from edge.compose.preflight import check_devices, preflight
+
+    cfg = load_checked_config(args.file)
+    preflight(cfg)  # what `edge run` checks before capture: the very same function
+    for note in [] if args.no_devices else check_devices(cfg):
+        print(f"edge: note: {note}", file=sys.stderr)
     print(f"{args.file}: valid")
     return 0
 

@@ -3,7 +3,7 @@
 It follows ``<base>/+/#`` on the broker, keeps the fleet's history in SQLite, and
 serves a page on 127.0.0.1:8080 (another --host needs --password-file; a name the page
 is opened by other than localhost and the --host address needs --allow-host). Needs the
-optional extra: ``pip install 'edge-recorder[dashboard]'``.
+optional extra: ``.venv/bin/pip install -e '.[dashboard]'`` in the checkout.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                       "(HTTP Basic, any user name)")
     p.add_argument("--db", type=Path, help="history database (default: dashboard.sqlite3 "
                                            "in the state directory)")
+    p.add_argument("--offline-after", type=float, default=24.0, metavar="HOURS",
+                   help="hide a device from the live page once it has been offline this "
+                        "long (default 24; 0: never). Its history stays, and it is back "
+                        "as soon as it speaks")
     p.set_defaults(func=main)
 
 
@@ -38,8 +42,10 @@ def add_broker_options(p: argparse.ArgumentParser) -> None:
                    help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS)")
     p.add_argument("--broker-ca", default="", metavar="PEM", help="CA of the broker's "
                                                                   "certificate (mqtts)")
-    p.add_argument("--broker-username", default="", metavar="NAME")
-    p.add_argument("--broker-password-file", default="", metavar="FILE")
+    p.add_argument("--broker-username", default="", metavar="NAME",
+                   help="user name on the broker (default: none)")
+    p.add_argument("--broker-password-file", default="", metavar="FILE",
+                   help="file holding the broker password (first line)")
     p.add_argument("--base", default="edge", help="the devices' mqtt.base_topic (default edge)")
 
 
@@ -59,6 +65,9 @@ def main(args: argparse.Namespace) -> int:
 
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a port; give 1 to 65535")
+    if not 0 <= args.offline_after <= 24 * 365:  # NaN too
+        raise UsageError(f"--offline-after {args.offline_after:g} is out of range; give "
+                         "hours from 0 (never hide) to 8760")
     from edge.dashboard.guards import allowed_hosts
 
     allowed_hosts(args.host, args.allow_host)  # a bad --allow-host, before anything starts
@@ -66,8 +75,8 @@ def main(args: argparse.Namespace) -> int:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        raise UsageError("the dashboard needs its optional extra: pip install "
-                         "'edge-recorder[dashboard]'") from None
+        raise UsageError("the dashboard needs starlette and uvicorn (the dashboard extra); "
+                         "in the checkout run: .venv/bin/pip install -e '.[dashboard]'") from None
     from edge.dashboard.app import Dashboard
 
     password = ""
@@ -79,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
     check_port_free(args.host, args.port)
     db = args.db or Config().state_path / "dashboard.sqlite3"
     dash = Dashboard(broker(args), db, args.host, args.port, password, args.base,
-                     args.allow_host)
+                     args.allow_host, offline_after_s=args.offline_after * 3600.0)
     print(f"edge dashboard: {dash.url} (history in {db})", flush=True)
     dash.run()
     return 0

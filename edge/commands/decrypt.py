@@ -24,7 +24,8 @@ from edge.errors import EdgeError, SealError, UsageError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("decrypt", help="open sealed clips with the private key")
-    p.add_argument("files", nargs="*", type=Path, metavar="CLIP")
+    p.add_argument("files", nargs="*", type=Path, metavar="CLIP",
+                   help="sealed clips: .sealed files, received payloads or outbox spool files")
     p.add_argument("--key", type=Path, metavar="FILE", help="the private key file")
     p.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
                    help="where to write <id>.wav and <id>.json (default: .)")

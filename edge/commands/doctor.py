@@ -1,5 +1,6 @@
-"""``edge doctor``: check the microphone, models, mute switch, LEDs, broker, disk, clock and CPU,
-and list the downgrades the owner accepted (``[security]``).
+"""``edge doctor``: check the microphone, models, mute switch, LEDs, broker, the voice
+assistant's API, disk, clock and CPU, and list the downgrades the owner accepted
+(``[security]``).
 
 Exit status 0 when nothing failed (warnings allowed), 1 when something did; each
 failure is printed with its fix. ``--json`` prints one object per check instead.

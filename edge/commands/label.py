@@ -15,7 +15,8 @@ from edge.commands.log import add_log_options, open_log
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("label", help="label an activation true (meant) or false (accidental)")
     p.add_argument("ref", metavar="ID", help="activation number or id from `edge log`, or last")
-    p.add_argument("label", metavar="true|false")
+    p.add_argument("label", metavar="true|false",
+                   help="true: the wake was meant; false: an accidental wake")
     add_log_options(p)
     p.set_defaults(func=main)
 

@@ -2,7 +2,9 @@
 
 Each device has its own MQTT connection and publishes the real message formats:
 status (with the last will), a retained state every --state-interval seconds, and
-activation events at --activations-per-hour, with optional bursts.
+activation events at --activations-per-hour, with optional bursts. Each has a friendly
+name ("kitchen 1", ...) and says ``"simulated": true`` in its state, so the dashboard
+marks it and lets the tester remove it.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="share of wakes that are likely false (default 0.3)")
     p.add_argument("--burst-every", type=float, default=0.0, metavar="S",
                    help="every S seconds a share of the fleet wakes at once (0: never)")
-    p.add_argument("--burst-fraction", type=float, default=0.2, metavar="F")
+    p.add_argument("--burst-fraction", type=float, default=0.2, metavar="F",
+                   help="share of the fleet that wakes in each burst (default 0.2)")
     p.add_argument("--backfill-hours", type=float, default=0.0, metavar="H",
                    help="at start, report H past hours of activations (fills the history)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: the same seed gives the same device ids and names "
+                        "(default 0)")
     p.set_defaults(func=main)
 
 

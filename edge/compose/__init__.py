@@ -2,6 +2,8 @@
 
 - ``config``: the checks of a config that need the subsystems' knowledge, run before
   anything is built (``load_checked_config``: what every command reads a config with);
+- ``preflight``: every check ``edge run`` makes before capture (models, key files,
+  devices), the one function ``edge config check`` runs too;
 - ``daemon``: the live daemon and every subsystem, each given its collaborators.
 """
 
@@ -10,4 +12,5 @@ from edge import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "daemon": ("build_device", "build_recorder", "Seams", "Device"),
     "config": ("check_config", "load_checked_config"),
+    "preflight": ("preflight", "Checked", "open_input", "check_devices"),
 })

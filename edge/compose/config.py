@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edge.assist.naming import check_assist
 from edge.config import Config, load_config
 from edge.errors import ConfigError
 from edge.hardware.profiles import check_indicator, check_uploading_parts, resolve
@@ -26,6 +27,7 @@ def check_config(cfg: Config) -> None:
         except ValueError as exc:
             raise ConfigError(f"upload.encrypt_to is not a public key ({exc}); paste the public "
                               "key printed by `edge decrypt --new-key`") from None
+    check_assist(cfg.assist)
     spec = resolve(cfg.hardware)
     check_indicator(spec, cfg.upload.mode)
     check_uploading_parts(spec, cfg.upload.mode, cfg.security)

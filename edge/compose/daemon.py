@@ -31,7 +31,7 @@ from edge.activations.stats import compute
 from edge.activations.store import ActivationLog, db_path, parse_since
 from edge.audio.sources import AudioSource
 from edge.clock import Clock, SystemClock
-from edge.compose.config import check_config
+from edge.compose.preflight import preflight
 from edge.config import Config
 from edge.hardware.chime import ChimeOutput
 from edge.hardware.plugin import HardwarePlugin
@@ -39,10 +39,11 @@ from edge.mqtt.device import MqttPlugin, StatsReport
 from edge.mqtt.topics import BrokerSettings
 from edge.pipeline.clip import Clip
 from edge.pipeline.daemon import Daemon, Subsystem
-from edge.pipeline.events import EventBus, RunEnded
-from edge.pipeline.recorder import Recorder, StateListener
+from edge.pipeline.events import ClipUploaded, EventBus, RunEnded
+from edge.pipeline.recorder import Recorder, RecordingTap, StateListener
 from edge.pipeline.runner import Commands, Hook, Runner
 from edge.privacy.crypto import sealer_for
+from edge.service.activity import ActivityLog
 from edge.service.clockwatch import ClockWatch
 from edge.service.systemd import SystemdPlugin
 from edge.sinks.base import ClipSink
@@ -51,7 +52,7 @@ from edge.sinks.local import LocalDirSink
 from edge.upload.live_purge import LivePurge
 from edge.upload.plugin import UploadPlugin
 from edge.upload.uploader import Sender
-from edge.wake.detector import Detector, build_detector, model_store
+from edge.wake.detector import Detector, model_store
 from edge.wake.engine import WakeEngine
 from edge.wake.models import ModelStore
 from edge.wake.vad import SileroVad
@@ -59,6 +60,9 @@ from edge.wake.verifier import Verifier
 
 if TYPE_CHECKING:
     from gpiozero.pins import Factory
+
+    from edge.assist.answer import Speaker
+    from edge.assist.plugin import AssistPlugin
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,8 @@ class Seams:
     cancel_window_s: float | None = None
     """How long a finished clip waits in memory before the sinks; None: the cancel
     button's window (``hardware.cancel_window_s``, 0 without a button)."""
+    speaker: Speaker | None = None
+    """Where the voice assistant's answers play; None: the ``audio.output`` device."""
 
 
 @dataclass
@@ -110,19 +116,23 @@ class Device:
     activations: ActivationLogPlugin | None
     mqtt: MqttPlugin | None
     systemd: SystemdPlugin | None
+    assist: AssistPlugin | None = None
+    """The voice assistant hand-off (``[assist] mode``); None when off: no socket is open."""
 
 
 def build_recorder(cfg: Config, detector: Detector, bus: EventBus,
                    clip_out: Callable[[Clip], None], clock: Clock | None = None,
                    store: ModelStore | None = None, cancel_window_s: float = 0.0,
-                   listeners: Sequence[StateListener] = ()) -> Recorder:
+                   listeners: Sequence[StateListener] = (),
+                   taps: Sequence[RecordingTap] = ()) -> Recorder:
     """The recorder for ``cfg`` (``edge run``, ``edge replay`` and the benchmarks)."""
     store = store or model_store(cfg.wake)
-    vad = SileroVad.load(store.path("silero_vad"))
+    vad = SileroVad.load(store.path("silero_vad"), cfg.wake.runtime)
     return Recorder(detector.engine, detector.policy, vad, cfg.record, cfg.audio.pre_roll_s, bus,
                     clip_out, clock or SystemClock(), cancel_window_s=cancel_window_s,
                     keep_false_audio=cfg.activations.enabled
-                    and cfg.activations.keep_false_activation_audio, listeners=listeners)
+                    and cfg.activations.keep_false_activation_audio, listeners=listeners,
+                    taps=taps)
 
 
 def activation_stats(cfg: Config) -> StatsReport:
@@ -134,6 +144,16 @@ def activation_stats(cfg: Config) -> StatsReport:
         return out
 
     return report
+
+
+def kept_where(cfg: Config, upload: UploadPlugin) -> str | None:
+    """Where a clip handed to the sinks goes, in words for the log (None: nowhere)."""
+    places = []
+    if cfg.output.keep_local:
+        places.append(f"kept in {cfg.under_state(cfg.output.clips_dir)}")
+    if upload.sender is not None:
+        places.append(f"queued for upload to {upload.sender.destination}")
+    return " and ".join(places) or None
 
 
 def build_device(cfg: Config, source: AudioSource, seams: Seams | None = None) -> Device:
@@ -153,12 +173,12 @@ def build_device(cfg: Config, source: AudioSource, seams: Seams | None = None) -
 
 
 def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem]) -> Device:
-    check_config(cfg)  # every rule ``edge config check`` applies, whoever made ``cfg``
+    checked = preflight(cfg)  # every check ``edge config check`` makes, whoever made ``cfg``
     clock = seams.clock or SystemClock()
     bus = EventBus()
     commands = Commands()
-    store = model_store(cfg.wake)
-    detector = build_detector(cfg.wake, store, on_run_end=lambda run: bus.publish(RunEnded(run)))
+    store, detector = checked.store, checked.detector
+    detector.policy.on_run_end = lambda run: bus.publish(RunEnded(run))
     if seams.wrap_engine is not None:
         detector.engine = seams.wrap_engine(detector.engine)
 
@@ -173,8 +193,12 @@ def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem
                                           thresholds=detector.policy.thresholds,
                                           verifier=seams.verifier)
         built.append(activations)
-    upload = UploadPlugin(cfg, clock, sender=seams.sender, rng=seams.rng,
-                          on_delivered=activations.mark_uploaded if activations else None,
+    def delivered(clip_id: str) -> None:  # on the uploader's thread
+        if activations is not None:
+            activations.mark_uploaded(clip_id)
+        bus.publish(ClipUploaded(clip_id, upload.sender.destination if upload.sender else ""))
+
+    upload = UploadPlugin(cfg, clock, sender=seams.sender, rng=seams.rng, on_delivered=delivered,
                           drain_s=seams.upload_drain_s, retention_every_s=seams.retention_every_s)
     built.append(upload)
 
@@ -185,10 +209,21 @@ def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem
     if upload.sink is not None:
         sinks.append(upload.sink)
     dispatcher = ClipDispatcher(sinks)
+    assist = None
+    if cfg.assist.mode != "off":  # off: nothing of it imported, no socket opened
+        from edge.assist.plugin import AssistPlugin
+
+        assist = AssistPlugin.build(cfg, commands, clock, hardware, detector.names,
+                                    device_id=seams.device_id, speaker=seams.speaker,
+                                    publish=bus.publish, store=store,
+                                    on_run_end=detector.policy.on_run_end, lights=hardware,
+                                    bell=hardware)
+        built.append(assist)
     recorder = build_recorder(cfg, detector, bus, dispatcher.submit, clock, store,
                               cancel_window_s=hardware.cancel_window_s
                               if seams.cancel_window_s is None else seams.cancel_window_s,
-                              listeners=[hardware])
+                              listeners=[hardware],
+                              taps=[assist.tap] if assist is not None else [])
 
     clockwatch = ClockWatch(clock)
     built.append(clockwatch)
@@ -209,8 +244,9 @@ def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem
         on_frame.append(activations.on_frame)
     if systemd is not None and systemd.watchdog is not None:
         on_frame.append(systemd.frame)
+    bus.subscribe("activity-log", ActivityLog(kept_where(cfg, upload)).on_event)
     for name, subscriber in (("activation-log", activations), ("mqtt", mqtt),
-                             ("systemd-status", systemd)):
+                             ("systemd-status", systemd), ("assist", assist)):
         if subscriber is not None:
             bus.subscribe(name, subscriber.on_event)
     runner = Runner(hardware.guard(source), recorder, commands, on_frame=on_frame,
@@ -220,4 +256,5 @@ def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem
     daemon = Daemon(bus=bus, detector=detector, recorder=recorder, runner=runner,
                     dispatcher=dispatcher, clock=clock, subsystems=built)
     daemon.start()
-    return Device(daemon, hardware, upload, purge, clockwatch, activations, mqtt, systemd)
+    return Device(daemon, hardware, upload, purge, clockwatch, activations, mqtt, systemd,
+                  assist)

@@ -12,6 +12,7 @@ from edge.config.load import build, load_config, replace
 from edge.config.schema import (
     MANIFEST_WAKE_WORDS,
     ActivationsConfig,
+    AssistConfig,
     AudioConfig,
     BrokerConnection,
     Config,
@@ -22,14 +23,16 @@ from edge.config.schema import (
     OutputConfig,
     RecordConfig,
     SecurityConfig,
+    SttConfig,
     UploadConfig,
     WakeConfig,
+    WyomingConfig,
 )
 from edge.config.validate import validate
 
 __all__ = [
-    "MANIFEST_WAKE_WORDS", "ActivationsConfig", "AudioConfig", "BrokerConnection", "Config",
-    "HardwareConfig", "HttpsUploadConfig", "MqttConfig", "MqttUploadConfig", "OutputConfig",
-    "RecordConfig", "SecurityConfig", "UploadConfig", "WakeConfig", "build", "load_config",
-    "replace", "validate",
+    "MANIFEST_WAKE_WORDS", "ActivationsConfig", "AssistConfig", "AudioConfig", "BrokerConnection",
+    "Config", "HardwareConfig", "HttpsUploadConfig", "MqttConfig", "MqttUploadConfig",
+    "OutputConfig", "RecordConfig", "SecurityConfig", "SttConfig", "UploadConfig", "WakeConfig",
+    "WyomingConfig", "build", "load_config", "replace", "validate",
 ]

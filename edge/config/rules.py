@@ -51,3 +51,32 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+NAME_MAX = 40
+"""The longest device name (``mqtt.name``), in characters: it fits a table cell."""
+
+
+def name_refusal(value: str, where: str) -> str | None:
+    """Why ``value`` cannot be a device's friendly name, or None when it can ('' is none).
+
+    One rule for the config (``mqtt.name``) and for what the dashboard accepts in a state
+    message: printable characters only, so no control, bidi-override or line-break
+    character can reorder or break a line of the page or a log.
+
+    >>> name_refusal("kitchen pi", "mqtt.name") is None
+    True
+    >>> name_refusal("a\\nb", "mqtt.name")  # doctest: +ELLIPSIS
+    "mqtt.name = 'a\\\\nb' holds a control or invisible character; give ..."
+    """
+    if value == "":
+        return None
+    shown = repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
+    fix = f"give 1 to {NAME_MAX} printable characters, e.g. 'kitchen pi', or '' for none"
+    if len(value) > NAME_MAX:
+        return f"{where} = {shown} is {len(value)} characters long; {fix}"
+    if not value.isprintable():
+        return f"{where} = {shown} holds a control or invisible character; {fix}"
+    if value.strip() != value:
+        return f"{where} = {shown} starts or ends with a space; {fix}"
+    return None

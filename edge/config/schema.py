@@ -5,6 +5,10 @@ in the field's metadata, so ``edge.config.load`` can refuse a bad value with the
 the value given and what is allowed. Lists are held as tuples and tables as read-only
 mappings, whoever builds the dataclass, so a frozen config really cannot change.
 
+Why one module of over 400 lines: it is the whole shape of the config file, one short
+dataclass per ``[section]``, read top to bottom as the file is; `edge config example`
+renders it in this order. Split, the sections would only import each other back.
+
 >>> WakeConfig(models=["alexa"], thresholds={"alexa": 0.7}).models
 ('alexa',)
 """
@@ -66,7 +70,7 @@ def freeze(section: DataclassInstance) -> None:
 
 @dataclass(frozen=True)
 class AudioConfig:
-    """Where audio comes from."""
+    """Where audio comes from (and where the voice assistant's answers play)."""
 
     input: str = opt("", doc="capture device: a name substring or an index; '' is the default "
                              "device; a .wav/.flac path reads a file")
@@ -79,6 +83,9 @@ class AudioConfig:
                                       doc="longest wait between attempts to reopen a lost device")
     demo_when_no_device: bool = opt(False, doc="run the synthesized demo when no capture device "
                                                "exists (make run sets this; a service never does)")
+    output: str = opt("", doc="playback device for the voice assistant's spoken answers: a "
+                              "name substring or an index; '' the default output (if any); "
+                              "'none' plays no answers")
 
 
 @dataclass(frozen=True)
@@ -89,16 +96,27 @@ class WakeConfig:
                       doc="'edge' (lean, built in) or 'openwakeword' (the upstream package)")
     models: tuple[str, ...] = opt(("hey_jarvis",),
                                   doc="manifest names (alexa, hey_jarvis, hey_mycroft, "
-                                      "hey_rhasspy) or paths of .onnx classifiers")
+                                      "hey_rhasspy; micro:okay_nabu, micro:alexa, ... for "
+                                      "microWakeWord models) or paths of .onnx classifiers "
+                                      "or .tflite micro models")
     threshold: float = opt(0.5, lo=THRESHOLD_FLOOR, hi=1.0, why_lo=FLOOR_WHY,
                            doc="score at or above which a frame counts (never below the floor, "
                                "0.1: lower records ordinary speech)")
     thresholds: Mapping[str, float] = opt({}, lo=THRESHOLD_FLOOR, hi=1.0, why_lo=FLOOR_WHY,
-                                          doc="per-model threshold overrides")
+                                          doc="per-model threshold overrides (a micro model's "
+                                              "default is its own cutoff, e.g. 0.85)")
     patience: int = opt(1, lo=1, hi=50, doc="consecutive frames over threshold before a trigger")
     refractory_s: float = opt(2.0, lo=0.0, hi=60.0, doc="seconds before the same model may "
                                                         "trigger again")
     threads: int = opt(1, lo=1, hi=16, doc="onnxruntime threads per model session")
+    runtime: str = opt("auto", choices=("auto", "onnxruntime"),
+                       doc="where the 'edge' engine runs models: 'auto' runs the stock models "
+                           "with numpy (onnxruntime never loaded) and others on onnxruntime; "
+                           "'onnxruntime' runs them all there")
+    combine: str = opt("off", choices=("off", "any", "both"),
+                       doc="a wake word both families know (alexa and micro:alexa): 'any' wakes "
+                           "when either model fires (fewer misses), 'both' only when both fire "
+                           "within 1 s (fewer false wakes), 'off' keeps them separate")
     idle_gate: bool = opt(True, doc="skip model work while the room stays far below speech "
                                     "level (exact: catches up when the level rises)")
     idle_gate_dbfs: float = opt(-45.0, lo=-120.0, hi=0.0, doc="RMS level (dBFS) below which a "
@@ -198,7 +216,6 @@ class UploadConfig:
     https: HttpsUploadConfig = field(default_factory=HttpsUploadConfig)
 
 
-
 @dataclass(frozen=True)
 class ActivationsConfig:
     """The activation log: every wake recorded, false wakes flagged and counted."""
@@ -296,6 +313,9 @@ class MqttConfig(BrokerConnection):
     enabled: bool = opt(False, doc="connect to the broker below and publish under "
                                     "<base_topic>/<device id>/ (metadata only, never audio)")
     protocol: str = opt("5", choices=("5", "3.1.1"), doc="MQTT version")
+    name: str = opt("", doc="a friendly name (up to 40 printable characters, e.g. 'kitchen "
+                            "pi') sent in each state message and shown on the dashboard "
+                            "beside the device id; '' sends none")
     base_topic: str = opt("edge", doc="topics are <base_topic>/<device id>/status, state, "
                                       "event/activation and cmd/<name>")
     state_interval_s: float = opt(60.0, lo=1.0, hi=3600.0, doc="seconds between state "
@@ -314,6 +334,88 @@ class MqttConfig(BrokerConnection):
     allow_purge: bool = opt(True, doc="cmd/purge (with its confirmation token) may delete "
                                       "the audio stored on the device")
 
+
+
+@dataclass(frozen=True)
+class WyomingConfig:
+    """The Wyoming satellite (assist.mode = "wyoming"), unencrypted: loopback unless told.
+
+    Home Assistant's or Rhasspy's Wyoming client connects to it. Wyoming has no encryption:
+    it listens on this machine only unless ``host`` names another address."""
+
+    host: str = opt("127.0.0.1", doc="address the satellite listens on ('127.0.0.1': this "
+                                     "machine only; a LAN address or '0.0.0.0' lets others "
+                                     "connect, unencrypted: `edge doctor` warns)")
+    port: int = opt(10700, lo=1, hi=65535, doc="TCP port of the satellite (10700: Wyoming's)")
+    area: str = opt("", doc="area the satellite is in, as the client shows it; '' says none")
+    end_stage: str = opt("tts", choices=("asr", "intent", "handle", "tts"),
+                         doc="last pipeline stage the client runs after the speech-to-text "
+                             "('tts': it speaks an answer)")
+
+
+@dataclass(frozen=True)
+class SttConfig:
+    """An OpenAI-compatible speech-to-text server (assist.mode = "stt").
+
+    Each utterance is POSTed to it as one WAV (``/v1/audio/transcriptions``); the JSON
+    answer's ``text`` is the transcript."""
+
+    url: str = opt("", doc="the server's base URL, e.g. 'http://127.0.0.1:8000' "
+                           "(/v1/audio/transcriptions is added); https:// to another machine")
+    model: str = opt("whisper-1", doc="the model the server is asked for")
+    language: str = opt("", doc="ISO 639-1 language of the speech, e.g. 'en'; '' lets the "
+                                "server detect it")
+    api_key_file: str = opt("", doc="file holding a bearer token; read at each request, never "
+                                    "logged")
+    ca: str = opt("", doc="CA certificate (PEM) that signed the server's; '' uses the system's")
+    cert: str = opt("", doc="client certificate (PEM) for mutual TLS; '' sends none")
+    key: str = opt("", doc="private key (PEM) of the client certificate")
+    timeout_s: float = opt(60.0, lo=1.0, hi=600.0, doc="seconds of network silence before a "
+                                                       "request fails (it is retried)")
+    keep_transcripts: bool = opt(False, doc="keep each transcript's text in the activation "
+                                            "log (off: only its length)")
+    publish_transcripts: bool = opt(False, doc="publish each transcript on MQTT as "
+                                               "<base_topic>/<id>/event/transcript")
+
+
+@dataclass(frozen=True)
+class AssistConfig:
+    """Voice assistant (preview): after a wake word, the utterance streams to an assistant.
+
+    Over the ESPHome native API (Noise-encrypted), as a Wyoming satellite, or to a
+    speech-to-text server. Off by default: no socket is opened."""
+
+    mode: str = opt("off", choices=("off", "esphome", "wyoming", "stt"),
+                    doc="'esphome': serve the ESPHome native API for Home Assistant; "
+                        "'wyoming': serve a Wyoming satellite ([assist.wyoming]); 'stt': "
+                        "send each utterance to a speech-to-text server ([assist.stt]); "
+                        "'off': no assistant, no listening socket")
+    host: str = opt("0.0.0.0", doc="address the API listens on ('0.0.0.0': every interface, "
+                                   "'127.0.0.1': this machine only)")
+    port: int = opt(6053, lo=1, hi=65535, doc="TCP port of the API (6053: ESPHome's)")
+    name: str = opt("edge-recorder", doc="device name Home Assistant shows (lower-case "
+                                         "letters, digits and '-', up to 31 characters)")
+    key_file: str = opt("assist.key", doc="file holding the API encryption key (base64, 32 "
+                                          "bytes; made 0600 on first use, printed by `edge "
+                                          "assist key`); relative paths are under state_dir")
+    allow_unencrypted: bool = opt(False, doc="also accept clients without the key (plaintext): "
+                                             "anyone on the network could then stream what "
+                                             "the device hears after a wake word")
+    allow_remote_unmute: bool = opt(False, doc="Home Assistant's mute switch may clear a soft "
+                                               "mute (off by default: it may mute, not "
+                                               "unmute); it never clears the hardware switch")
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
+    stt: SttConfig = field(default_factory=SttConfig)
+
+    @property
+    def listens_on(self) -> tuple[str, int] | None:
+        """The address the mode listens on: host and port ([assist] for 'esphome',
+        [assist.wyoming] for 'wyoming'); None when it opens no listening socket."""
+        if self.mode == "esphome":
+            return self.host, self.port
+        if self.mode == "wyoming":
+            return self.wyoming.host, self.wyoming.port
+        return None
 
 
 @dataclass(frozen=True)
@@ -345,6 +447,7 @@ class Config:
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    assist: AssistConfig = field(default_factory=AssistConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     state_dir: str = opt("", doc="where clips, logs and the outbox live; '' uses "
                                  "$STATE_DIRECTORY, else ~/.local/state/edge-recorder")

@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from edge.config.rules import check_topic_levels, is_loopback
+from edge.config.rules import check_topic_levels, is_loopback, name_refusal
 from edge.config.schema import Config, MqttConfig, UploadConfig
 from edge.errors import ConfigError
 
@@ -25,6 +25,18 @@ def validate(cfg: Config) -> None:
     check_mqtt(cfg.mqtt)
     check_no_nul(cfg, "")
     check_plaintext(cfg)
+    check_stt(cfg)
+
+
+def check_stt(cfg: Config) -> None:
+    """``assist.mode = 'stt'`` needs the server's URL: https://, or http:// to this machine."""
+    stt = cfg.assist.stt
+    if cfg.assist.mode == "stt" and not stt.url:
+        raise ConfigError("assist.mode = 'stt' needs assist.stt.url, the speech-to-text "
+                          "server's base URL, e.g. 'http://127.0.0.1:8000'")
+    check_client_cert("assist.stt", stt.key, stt.cert)
+    if stt.url:
+        check_https_url(stt.url, "assist.stt.url", "assist.stt.api_key_file", "utterances")
 
 
 def check_plaintext(cfg: Config) -> None:
@@ -64,6 +76,9 @@ def check_mqtt(m: MqttConfig) -> None:
     check_client_cert("mqtt", m.key, m.cert)
     check_topic_levels(m.base_topic, "mqtt.base_topic")
     check_topic_levels(m.discovery_prefix, "mqtt.discovery_prefix")
+    why = name_refusal(m.name, "mqtt.name")
+    if why is not None:
+        raise ConfigError(why)
     if m.threshold_min > m.threshold_max:
         raise ConfigError(f"mqtt.threshold_min = {m.threshold_min} is larger than "
                           f"mqtt.threshold_max = {m.threshold_max}")
@@ -92,18 +107,20 @@ def check_client_cert(section: str, key: str, cert: str) -> None:
                           "certificate too, or neither")
 
 
-def check_https_url(url: str) -> None:
-    """An https:// URL with a host and no credentials; plain http only to this machine."""
+def check_https_url(url: str, key: str = "upload.https.url",
+                    secret_key: str = "upload.https.token_file", what: str = "clips") -> None:
+    """An https:// URL with a host and no credentials; plain http only to this machine
+    (``key``: the config key, named in the refusal)."""
     try:
         parts = urlsplit(url)
         hostname = parts.hostname
     except ValueError:  # e.g. an unclosed [IPv6 address
         hostname = None
     if not hostname or parts.scheme not in ("https", "http"):
-        raise ConfigError(f"upload.https.url = {url!r} is not an https:// URL with a host")
+        raise ConfigError(f"{key} = {url!r} is not an https:// URL with a host")
     if parts.username or parts.password:
-        raise ConfigError("upload.https.url holds credentials; put the token in "
-                          "upload.https.token_file instead (a URL ends up in logs)")
+        raise ConfigError(f"{key} holds credentials; put the token in {secret_key} instead (a "
+                          "URL ends up in logs)")
     if parts.scheme == "http" and not is_loopback(hostname):
-        raise ConfigError(f"upload.https.url = {url!r} is plain http to another machine; clips "
-                          "may only leave the device over https://")
+        raise ConfigError(f"{key} = {url!r} is plain http to another machine; {what} may only "
+                          "leave the device over https://")

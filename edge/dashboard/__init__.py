@@ -2,7 +2,7 @@
 
 It subscribes to ``<base>/+/#``, keeps the fleet's history in SQLite, and serves a
 live page (Starlette + uvicorn, updates over Server-Sent Events). Install it with
-``pip install 'edge-recorder[dashboard]'``.
+``.venv/bin/pip install -e '.[dashboard]'`` in the checkout.
 """
 
 from edge import lazy_exports

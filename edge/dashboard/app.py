@@ -4,8 +4,10 @@ Why Starlette + uvicorn: both are small, pure Python (no compiler on a Pi), well
 and asyncio-native, which suits one process that holds a few hundred open SSE
 streams; SSE needs no extra package and passes through proxies as plain HTTP.
 
-Routes: ``/`` (the page), ``/events`` (SSE), ``/api/fleet``, ``/api/health``,
-``/api/devices/{id}/activations``, ``/api/chart``, ``POST /api/label``.
+Routes: ``/`` (the page), ``/events`` (SSE), ``/api/fleet`` (the live view: offline
+devices age out of it after ``offline_after_s``), ``/api/health``,
+``/api/devices/{id}/activations``, ``/api/chart`` (``?devices=a,b`` picks the devices
+drawn), ``POST /api/label``, ``POST /api/devices/remove`` (simulated devices only).
 It binds to 127.0.0.1 by default; any other address needs a password (HTTP Basic).
 It answers only requests addressed to one of its own host names (a page whose DNS name
 was rebound to 127.0.0.1 sends its own name in ``Host``, and is refused), and takes a
@@ -26,14 +28,15 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.config.rules import is_loopback
 from edge.dashboard.guards import BasicAuth, SameOriginPosts, allowed_hosts
+from edge.dashboard.hub import Hub
 from edge.dashboard.ingest import Ingestor
-from edge.dashboard.store import FleetStore
+from edge.dashboard.store import CHART_MAX, FleetStore
 from edge.errors import UsageError
 from edge.mqtt.client import MqttConnection
 from edge.mqtt.messages import encode
@@ -48,45 +51,12 @@ if TYPE_CHECKING:  # the dashboard extra: imported only when the dashboard runs
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-CLIENT_QUEUE = 500
-"""Updates waiting for one page; a page this far behind is told to reload its snapshot."""
 ACTIVATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CSRF_HEADER = "x-edge-dashboard"
-
-
-class Hub:
-    """Fans each update out to every open page (runs on the event loop)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.clients: set[asyncio.Queue[str | None]] = set()
-        self.updates = 0
-
-    def publish_threadsafe(self, update: dict[str, Any]) -> None:
-        text = json.dumps(update, separators=(",", ":"))
-        self.loop.call_soon_threadsafe(self.publish, text)
-
-    def publish(self, text: str) -> None:
-        self.updates += 1
-        for q in list(self.clients):
-            if q.qsize() >= CLIENT_QUEUE:
-                while not q.empty():
-                    q.get_nowait()
-                q.put_nowait('{"resync":true}')
-            else:
-                q.put_nowait(text)
-
-    def subscribe(self) -> asyncio.Queue[str | None]:
-        q: asyncio.Queue[str | None] = asyncio.Queue()
-        self.clients.add(q)
-        return q
-
-    def unsubscribe(self, q: asyncio.Queue[str | None]) -> None:
-        self.clients.discard(q)
-
-    def close(self) -> None:
-        for q in self.clients:
-            q.put_nowait(None)
+OFFLINE_AFTER_S = 24 * 3600.0
+"""An offline device leaves the live view after this long (its history stays)."""
+SWEEP_S = 30.0
+"""How often the pages are told which offline devices have just aged out."""
 
 
 class Dashboard:
@@ -94,7 +64,10 @@ class Dashboard:
 
     def __init__(self, broker: BrokerSettings, db: Path, host: str = "127.0.0.1",
                  port: int = 8080, password: str = "", base: str = "edge",
-                 allow_hosts: Sequence[str] = ()) -> None:
+                 allow_hosts: Sequence[str] = (), offline_after_s: float = OFFLINE_AFTER_S,
+                 clock: Callable[[], float] = time.time, sweep_s: float = SWEEP_S) -> None:
+        """``offline_after_s``: an offline device leaves the live view this long after it
+        was last heard of (0: never); ``clock``: wall time (tests move it on)."""
         if not is_loopback(host) and not password:
             raise UsageError(f"--host {host} lets other machines in; give --password-file "
                              "with a password, or keep the default 127.0.0.1")
@@ -104,8 +77,11 @@ class Dashboard:
         self.port = port
         self.password = password
         self.base = base
+        self.offline_after_s = offline_after_s
+        self.clock = clock
+        self.sweep_s = sweep_s
         self.store = FleetStore.open(db)
-        self.ingest = Ingestor(self.store, base)
+        self.ingest = Ingestor(self.store, base, clock=clock, live_since=self.live_since)
         self.mqtt = MqttConnection(broker, f"edge-dashboard-{uuid.uuid4().hex[:8]}",
                                    on_message=self.ingest.offer)
         self.mqtt.subscribe(f"{base}/+/#")
@@ -116,6 +92,10 @@ class Dashboard:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
+
+    def live_since(self, now: float) -> float | None:
+        """The live view's cut-off: offline devices last heard of before it are not shown."""
+        return None if self.offline_after_s <= 0 else now - self.offline_after_s
 
     # ---- the web app ------------------------------------------------------------------
 
@@ -142,6 +122,7 @@ class Dashboard:
                 Route("/api/devices/{device}/activations", self._activations),
                 Route("/api/chart", self._chart),
                 Route("/api/label", self._label, methods=["POST"]),
+                Route("/api/devices/remove", self._remove, methods=["POST"]),
                 Mount("/static", StaticFiles(directory=STATIC), name="static"),
             ],
             middleware=middleware, lifespan=self._lifespan)
@@ -152,15 +133,31 @@ class Dashboard:
         self.ingest.notify = self.hub.publish_threadsafe
         self.ingest.start()
         self.mqtt.start()
+        sweeper = asyncio.create_task(self._sweep_forever(self.hub))
         log.info("dashboard on %s, following %s/+/# on %s", self.url, self.base,
                  self.broker.where)
         try:
             yield
         finally:
+            sweeper.cancel()
             self.hub.close()
             self.mqtt.stop()
             self.ingest.stop()
             self.store.close()
+
+    async def _sweep_forever(self, hub: Hub) -> None:
+        """Tell the pages which offline devices have aged out since the last look."""
+        last = self.live_since(self.clock())
+        while True:
+            await asyncio.sleep(self.sweep_s)
+            now = self.clock()
+            since = self.live_since(now)
+            if last is not None and since is not None and since > last:
+                gone = await asyncio.to_thread(self.store.aged_out, last, since)
+                if gone:
+                    hub.publish(json.dumps({"gone": gone, "totals": await asyncio.to_thread(
+                        self.store.totals, now, live_since=since)}))
+            last = since
 
     async def _page(self, _req: Request) -> Response:
         from starlette.responses import FileResponse
@@ -204,9 +201,12 @@ class Dashboard:
     async def _fleet(self, _req: Request) -> Response:
         from starlette.responses import JSONResponse
 
-        now = time.time()
+        now = self.clock()
+        since = self.live_since(now)
         c = self.ingest.counters
-        return JSONResponse({"devices": self.store.devices(), "totals": self.store.totals(now),
+        return JSONResponse({"devices": self.store.devices(since),
+                             "totals": self.store.totals(now, live_since=since),
+                             "offline_after_s": self.offline_after_s,
                              "ingest": {"received": c.received, "stored": c.stored,
                                         "skipped": c.skipped, "dropped": c.dropped},
                              "time": now})
@@ -242,10 +242,20 @@ class Dashboard:
             hours = min(max(int(req.query_params.get("hours", "24")), 1), 24 * 14)
         except ValueError:
             return JSONResponse({"error": "hours must be a whole number"}, status_code=400)
-        return JSONResponse(self.store.false_per_hour(time.time(), hours))
+        picked = None
+        if "devices" in req.query_params:
+            picked = [d for d in req.query_params["devices"].split(",") if d]
+            bad = next((d for d in picked if not DEVICE_ID.fullmatch(d)), None)
+            if bad is not None:
+                return JSONResponse({"error": f"devices: {bad[:40]!r} is not a device id"},
+                                    status_code=400)
+            if len(picked) > CHART_MAX:
+                return JSONResponse({"error": f"devices: {len(picked)} given; pick at most "
+                                              f"{CHART_MAX}"}, status_code=400)
+        return JSONResponse(self.store.false_per_hour(self.clock(), hours, picked))
 
-    async def _label(self, req: Request) -> Response:
-        """Send ``cmd/label`` to the device; its answer arrives over MQTT, then SSE."""
+    async def _json_body(self, req: Request) -> dict[str, Any] | Response:
+        """The POSTed JSON object, or the response refusing it (the CSRF header, JSON)."""
         from starlette.responses import JSONResponse
 
         if req.headers.get(CSRF_HEADER) != "1":
@@ -257,6 +267,53 @@ class Dashboard:
             return JSONResponse({"error": "the body must be JSON"}, status_code=400)
         if not isinstance(body, dict):
             return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
+        return body
+
+    async def _remove(self, req: Request) -> Response:
+        """Remove simulated devices and their history: ``{"device": id}``, or
+        ``{"simulated": "offline"}`` for every offline one. A device that is not simulated,
+        or still online, is refused: a real device's history is field data, and an online
+        one would be back with its next message."""
+        from starlette.responses import JSONResponse
+
+        body = await self._json_body(req)
+        if not isinstance(body, dict):
+            return body
+        device = body.get("device")
+        if body.get("simulated") == "offline" and device is None:
+            targets = [d["id"] for d in self.store.devices()
+                       if d["simulated"] and not d["online"]]
+        elif isinstance(device, str) and DEVICE_ID.fullmatch(device) and len(body) == 1:
+            found = self.store.device(device)
+            if found is None:
+                return JSONResponse({"error": f"no device {device}"}, status_code=404)
+            if not found["simulated"]:
+                return JSONResponse({"error": f"device {device} is not simulated; only "
+                                              "simulated devices can be removed"},
+                                    status_code=409)
+            if found["online"]:
+                return JSONResponse({"error": f"device {device} is online; stop the "
+                                              "simulator first"}, status_code=409)
+            targets = [device]
+        else:
+            return JSONResponse({"error": 'give {"device": "<id>"} or '
+                                          '{"simulated": "offline"}'}, status_code=400)
+        now = self.clock()
+        await asyncio.to_thread(self.store.remove, targets, now)
+        log.info("removed %d simulated device(s) from the dashboard", len(targets))
+        if self.hub is not None and targets:
+            self.hub.publish(json.dumps({"gone": targets, "removed": True,
+                                         "totals": self.store.totals(
+                                             now, live_since=self.live_since(now))}))
+        return JSONResponse({"removed": targets})
+
+    async def _label(self, req: Request) -> Response:
+        """Send ``cmd/label`` to the device; its answer arrives over MQTT, then SSE."""
+        from starlette.responses import JSONResponse
+
+        body = await self._json_body(req)
+        if not isinstance(body, dict):
+            return body
         device, aid, label = body.get("device"), body.get("activation"), body.get("label")
         if not (isinstance(device, str) and DEVICE_ID.fullmatch(device)
                 and isinstance(aid, str) and ACTIVATION_ID.fullmatch(aid)
@@ -267,7 +324,7 @@ class Dashboard:
             return JSONResponse({"error": f"no activation {aid} of device {device}"},
                                 status_code=404)
         tx = uuid.uuid4().hex[:16]
-        self.store.label_sent(tx, device, aid, label, time.time())
+        self.store.label_sent(tx, device, aid, label, self.clock())
         self.mqtt.publish(f"{self.base}/{device}/cmd/label",
                           encode({"tx": tx, "activation": aid, "label": label,
                                   "source": "dashboard"}), qos=1)

@@ -6,6 +6,11 @@ thread takes them in batches, checks each against the device's message formats
 batch to the page. Each message is stored in its own savepoint: a broken message from
 another publisher, whatever it breaks, is undone, logged and skipped, and the others of
 its batch are kept. The counters are added only once the batch is committed.
+
+A device is last heard of when a message of it arrives live; a retained message the
+broker replays (on each reconnect) says only what its own ``wall_time`` says, so a
+device long gone stays aged out of the live view (``FleetStore``). A retained message of
+a removed device from before its removal is ignored, neither stored nor counted broken.
 """
 
 from __future__ import annotations
@@ -60,8 +65,11 @@ class Incoming:
 class Ingestor:
     def __init__(self, store: FleetStore, base: str = "edge",
                  notify: Callable[[dict[str, Any]], None] | None = None,
-                 clock: Callable[[], float] = time.time, max_queue: int = 200_000) -> None:
+                 clock: Callable[[], float] = time.time, max_queue: int = 200_000,
+                 live_since: Callable[[float], float | None] = lambda _now: None) -> None:
         self.store = store
+        self.live_since = live_since
+        """The live view's cut-off at a time (``FleetStore.devices``); None: everything."""
         self.base = base
         self.notify = notify
         self.clock = clock
@@ -69,6 +77,8 @@ class Ingestor:
         self._q: queue.Queue[Incoming | None] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._run, name="dashboard-ingest", daemon=True)
         self._last_totals = 0.0
+        self._totals_owed = False
+        """Totals changed but were held back (at most one a second): sent once it is quiet."""
         self.idle = threading.Event()
 
     def start(self) -> None:
@@ -99,7 +109,11 @@ class Ingestor:
     def _run(self) -> None:
         while True:
             self.idle.set()
-            first = self._q.get()
+            try:
+                first = self._q.get(timeout=TOTALS_EVERY_S if self._totals_owed else None)
+            except queue.Empty:
+                self._send_owed_totals()
+                continue
             self.idle.clear()
             if first is None:
                 return
@@ -150,22 +164,42 @@ class Ingestor:
             self._skip(topic, why)
         self.counters.batches += 1
         update: dict[str, Any] = {"sent": now}
-        if changed:
-            update["devices"] = [d for d in (self.store.device(i) for i in changed) if d]
+        since = self.live_since(now)
+        live = [d for d in (self.store.device(i, since) for i in changed) if d]
+        if live:  # a device aged out of the live view is not shown, whatever it changed
+            update["devices"] = live
         if activations:
             update["activations"] = activations
         if labels:
             update["labels"] = labels
         if changed or activations or labels:
             if activations or labels or now - self._last_totals >= TOTALS_EVERY_S:
-                update["totals"] = self.store.totals(now)
-                n = self.counters
-                update["ingest"] = {"received": n.received, "stored": n.stored,
-                                    "skipped": n.skipped, "dropped": n.dropped}
-                self._last_totals = now
+                update.update(self._totals(now))
+            else:
+                self._totals_owed = True
             if self.notify is not None:
                 self.notify(update)
         return update
+
+    def _totals(self, now: float) -> dict[str, Any]:
+        self._last_totals = now
+        self._totals_owed = False
+        n = self.counters
+        return {"totals": self.store.totals(now, live_since=self.live_since(now)),
+                "ingest": {"received": n.received, "stored": n.stored,
+                           "skipped": n.skipped, "dropped": n.dropped}}
+
+    def _send_owed_totals(self) -> None:
+        """The last totals held back, once no message came for a second: so the page's
+        counts end where the fleet does (e.g. every device offline after a burst)."""
+        now = self.clock()
+        try:
+            update = {"sent": now, **self._totals(now)}
+        except Exception:
+            log.exception("the dashboard could not count the fleet")
+            return
+        if self.notify is not None:
+            self.notify(update)
 
     def _checked(self, c: sqlite3.Connection, it: Incoming, now: float,
                  changed: dict[str, None], activations: list[dict[str, Any]],
@@ -198,21 +232,33 @@ class Ingestor:
         if where is None:
             raise BadMessage("not <base>/<device id>/<what>")
         device, rest = where
+        removed = FleetStore.removed_at(c, device)
         if rest == "status":
-            FleetStore.set_status(c, device, check_status(it.payload) == "online", now)
+            online = check_status(it.payload) == "online"
+            if removed is not None and it.retain:
+                return None  # the broker's copy, or too little to tell: it stays removed
+            FleetStore.forget_removal(c, device)
+            FleetStore.set_status(c, device, online, now, 0.0 if it.retain else now)
             changed[device] = None
             return rest
         if rest == "state":
             if not it.payload:
                 return None  # a retained state being cleared
             state = check_state(decode_object(it.payload))
-            FleetStore.set_state(c, device, state, now)
+            if removed is not None and it.retain and state["wall_time"] <= removed:
+                return None  # sent before the removal: the broker's copy
+            seen = min(now, state["wall_time"]) if it.retain else now
+            FleetStore.set_state(c, device, state, now, seen)
+            if removed is not None:  # it spoke since its removal: it is back, and online
+                FleetStore.forget_removal(c, device)
+                FleetStore.set_status(c, device, True, now, seen)
             changed[device] = None
             return rest
         if rest == "event/activation":
             if it.retain:
                 raise BadMessage("activation events are never retained")
             a = check_activation(decode_object(it.payload))
+            FleetStore.forget_removal(c, device)
             if FleetStore.add_activation(c, device, a, now):
                 activations.append({"device": device, **a, "label": "unknown",
                                     "label_status": None})

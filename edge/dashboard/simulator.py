@@ -1,6 +1,8 @@
 """A fleet simulator: N devices, each its own MQTT connection, publishing the real formats.
 
-Every simulated device connects with the device's last will, publishes ``status``,
+Every simulated device connects with the device's last will, has a friendly name
+("kitchen 1", "hallway 2", ...), says ``"simulated": true`` in its state (the dashboard
+marks it, and lets the tester remove it), publishes ``status``,
 a retained ``state`` every ``state_interval_s`` (jittered), activation events at
 ``activations_per_hour`` (Poisson), and answers ``cmd/label`` like a device does. With
 ``burst_every_s``, a share of the fleet wakes at once (a wake word on television).
@@ -43,6 +45,17 @@ log = logging.getLogger(__name__)
 
 REASONS_TRUE = ("silence", "silence", "silence", "max_length")
 REASONS_FALSE = ("no_speech", "no_speech", "cancelled_by_user")
+ROOMS = ("kitchen", "living room", "hallway", "bedroom", "office", "garage", "porch",
+         "attic", "cellar", "study")
+
+
+def sim_name(i: int) -> str:
+    """The friendly name of simulated device ``i`` (0-based).
+
+    >>> sim_name(0), sim_name(11)
+    ('kitchen 1', 'living room 2')
+    """
+    return f"{ROOMS[i % len(ROOMS)]} {i // len(ROOMS) + 1}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,7 @@ class FleetProfile:
 @dataclass
 class SimDevice:
     id: str
+    name: str
     topics: DeviceTopics
     client: Client
     thresholds: dict[str, float]
@@ -113,7 +127,8 @@ class FleetSimulator:
             did = f"sim{self.rng.getrandbits(52):013x}"
             topics = DeviceTopics(self.base, did)
             client = new_client(self.settings, f"edge-sim-{did}", Will(topics.status, "offline"))
-            dev = SimDevice(did, topics, client, {m: 0.5 for m in self.profile.models}, now)
+            dev = SimDevice(did, sim_name(i), topics, client,
+                            {m: 0.5 for m in self.profile.models}, now)
             client.user_data_set(i)
             client.on_connect = self._on_connect
             client.on_message = self._on_message
@@ -187,7 +202,8 @@ class FleetSimulator:
         msg = state_message(mode="listening", mute_causes=[], models=dev.thresholds,
                             version=__version__, uptime_s=now - dev.started,
                             rtf=round(self.rng.uniform(0.08, 0.2), 4), last_activation=dev.last,
-                            false_per_hour=self._false_last_hour(dev, now), wall_time=now)
+                            false_per_hour=self._false_last_hour(dev, now), wall_time=now,
+                            name=dev.name, simulated=True)
         self._publish(i, dev.topics.state, encode(msg), 1, True, "state")
 
     def _activate(self, i: int, at: float | None = None) -> None:

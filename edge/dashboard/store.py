@@ -3,6 +3,12 @@
 One writer (the ingest thread) commits a batch of messages per transaction; the web
 app reads through its own connection (WAL lets both run at once).
 
+The live view is every device online, and every offline device last heard of less than
+``offline_after_s`` ago (``live_since``); the others have aged out of it but keep their
+history. A simulated device (its state says ``"simulated": true``) can be removed with
+its history; the removal is remembered, so the broker's retained messages of it, replayed
+when the dashboard reconnects, do not bring it back (anything it sends later does).
+
 >>> store = FleetStore.open(Path("fleet.sqlite3"))        # doctest: +SKIP
 """
 
@@ -28,7 +34,13 @@ CREATE TABLE IF NOT EXISTS devices (
     state TEXT,
     state_time REAL,
     first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL
+    last_seen REAL NOT NULL,
+    name TEXT,
+    simulated INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS removed (
+    id TEXT PRIMARY KEY,
+    at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS activations (
     device TEXT NOT NULL,
@@ -65,6 +77,13 @@ CREATE TABLE IF NOT EXISTS status_history (
     what TEXT NOT NULL
 );
 """
+_ADDED_COLUMNS = {"devices": (("name", "TEXT"), ("simulated", "INTEGER NOT NULL DEFAULT 0"))}
+"""Columns a history written by an older dashboard lacks: added when it is opened."""
+LIVE_SQL = "(online = 1 OR last_seen >= ?)"
+"""A device in the live view (see the module's docstring), given the cut-off time."""
+CHART_MAX = 8
+"""Devices one chart draws at most (its colours); the page says which and lets you pick."""
+
 
 class FleetStoreError(EdgeError):
     """The dashboard's database cannot be opened or written."""
@@ -84,6 +103,11 @@ class FleetStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")  # a lost second of history is fine
             conn.executescript(_SCHEMA)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns:
+                    if name not in have:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         except (OSError, sqlite3.Error) as exc:
             raise FleetStoreError(f"cannot use the dashboard database {path} ({exc}); give "
                                   "--db a writable file, or move a damaged one aside") from None
@@ -108,17 +132,22 @@ class FleetStore:
     # ---- writes (inside ``batch``) ----------------------------------------------------
 
     @staticmethod
-    def touch(c: sqlite3.Connection, device: str, now: float) -> None:
+    def touch(c: sqlite3.Connection, device: str, now: float,
+              seen: float | None = None) -> None:
+        """Know of ``device``; ``seen``: when it was last heard of alive, by this message
+        (``now`` unless given: a retained message replayed by the broker says little, 0 or
+        its own time)."""
         c.execute("INSERT INTO devices (id, first_seen, last_seen) VALUES (?, ?, ?) "
-                  "ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
-                  (device, now, now))
+                  "ON CONFLICT(id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+                  (device, now, now if seen is None else seen))
 
     @staticmethod
-    def set_status(c: sqlite3.Connection, device: str, online: bool, now: float) -> bool:
+    def set_status(c: sqlite3.Connection, device: str, online: bool, now: float,
+                   seen: float) -> bool:
         """True when it changed."""
         row = c.execute("SELECT online FROM devices WHERE id = ?", (device,)).fetchone()
         changed = row is None or bool(row[0]) != online
-        FleetStore.touch(c, device, now)
+        FleetStore.touch(c, device, now, seen)
         c.execute("UPDATE devices SET online = ?, status_time = ? WHERE id = ?",
                   (int(online), now, device))
         if changed:
@@ -128,12 +157,13 @@ class FleetStore:
 
     @staticmethod
     def set_state(c: sqlite3.Connection, device: str, state: dict[str, Any],
-                  now: float) -> None:
-        FleetStore.touch(c, device, now)
+                  now: float, seen: float) -> None:
+        FleetStore.touch(c, device, now, seen)
         old = c.execute("SELECT state FROM devices WHERE id = ?", (device,)).fetchone()
         old_mode = json.loads(old[0])["mode"] if old and old[0] else None
-        c.execute("UPDATE devices SET state = ?, state_time = ? WHERE id = ?",
-                  (json.dumps(state), now, device))
+        c.execute("UPDATE devices SET state = ?, state_time = ?, name = ?, simulated = ? "
+                  "WHERE id = ?", (json.dumps(state), now, state.get("name") or None,
+                                   int(bool(state.get("simulated"))), device))
         if old_mode != state["mode"]:
             c.execute("INSERT INTO status_history (device, wall_time, what) VALUES (?, ?, ?)",
                       (device, now, state["mode"]))
@@ -142,7 +172,7 @@ class FleetStore:
     def add_activation(c: sqlite3.Connection, device: str, a: dict[str, Any],
                        now: float) -> bool:
         """True when it is new (a re-delivered event is stored once)."""
-        FleetStore.touch(c, device, now)
+        FleetStore.touch(c, device, now, now)
         cur = c.execute(
             "INSERT OR IGNORE INTO activations (device, id, wall_time, model, score, threshold, "
             "reason, duration_s, likely_false, kept, received) VALUES "
@@ -170,6 +200,26 @@ class FleetStore:
                   ("ok" if ok else "error", now, error, tx))
         return str(row[0]), str(row[1]), str(row[2])
 
+    @staticmethod
+    def removed_at(c: sqlite3.Connection, device: str) -> float | None:
+        """When ``device`` was removed, if it was and has not spoken since."""
+        row = c.execute("SELECT at FROM removed WHERE id = ?", (device,)).fetchone()
+        return None if row is None else float(row[0])
+
+    @staticmethod
+    def forget_removal(c: sqlite3.Connection, device: str) -> None:
+        c.execute("DELETE FROM removed WHERE id = ?", (device,))
+
+    def remove(self, devices: list[str], now: float) -> None:
+        """Delete these devices and their whole history, and remember that they were
+        removed (see the module's docstring)."""
+        with self.batch() as c:
+            for d in devices:
+                for table, key in (("activations", "device"), ("labels", "device"),
+                                   ("status_history", "device"), ("devices", "id")):
+                    c.execute(f"DELETE FROM {table} WHERE {key} = ?", (d,))
+                c.execute("INSERT OR REPLACE INTO removed (id, at) VALUES (?, ?)", (d, now))
+
     def label_sent(self, tx: str, device: str, activation: str, label: str,
                    now: float) -> None:
         with self.batch() as c:
@@ -184,11 +234,27 @@ class FleetStore:
             names = [d[0] for d in cur.description]
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
-    def devices(self) -> list[dict[str, Any]]:
-        return [device_view(r) for r in self._rows("SELECT * FROM devices ORDER BY id")]
+    def devices(self, live_since: float | None = None) -> list[dict[str, Any]]:
+        """Every device, or with ``live_since`` the live view: those online, or offline
+        but last heard of at or after ``live_since``."""
+        if live_since is None:
+            return [device_view(r) for r in self._rows("SELECT * FROM devices ORDER BY id")]
+        return [device_view(r) for r in self._rows(
+            f"SELECT * FROM devices WHERE {LIVE_SQL} ORDER BY id", (live_since,))]
 
-    def device(self, device: str) -> dict[str, Any] | None:
-        rows = self._rows("SELECT * FROM devices WHERE id = ?", (device,))
+    def aged_out(self, since: float, until: float) -> list[str]:
+        """The offline devices last heard of in [since, until): those that left the live
+        view as its cut-off moved from ``since`` to ``until``."""
+        return [r["id"] for r in self._rows(
+            "SELECT id FROM devices WHERE online = 0 AND last_seen >= ? AND last_seen < ?",
+            (since, until))]
+
+    def device(self, device: str, live_since: float | None = None) -> dict[str, Any] | None:
+        """The device, or None; with ``live_since``, None too when it is not in the live
+        view."""
+        since = float("-inf") if live_since is None else live_since
+        rows = self._rows(f"SELECT * FROM devices WHERE id = ? AND {LIVE_SQL}",
+                          (device, since))
         return device_view(rows[0]) if rows else None
 
     def activations(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -208,10 +274,15 @@ class FleetStore:
         rows = self._rows("SELECT * FROM labels WHERE tx = ?", (tx,))
         return rows[0] if rows else None
 
-    def totals(self, now: float, window_s: float = 86400.0) -> dict[str, Any]:
+    def totals(self, now: float, window_s: float = 86400.0,
+               live_since: float | None = None) -> dict[str, Any]:
+        """Counts of the live view (every device without ``live_since``); ``aged_out``
+        counts the devices kept in the history but no longer shown."""
+        since = float("-inf") if live_since is None else live_since
         with self._lock:
-            devices, online = self.conn.execute(
-                "SELECT count(*), coalesce(sum(online), 0) FROM devices").fetchone()
+            devices, online, all_devices = self.conn.execute(
+                f"SELECT coalesce(sum({LIVE_SQL}), 0), coalesce(sum(online), 0), count(*) "
+                "FROM devices", (since,)).fetchone()
             modes = dict(self.conn.execute(
                 "SELECT json_extract(state, '$.mode'), count(*) FROM devices "
                 "WHERE online = 1 AND state IS NOT NULL GROUP BY 1").fetchall())
@@ -220,40 +291,55 @@ class FleetStore:
                 "WHERE wall_time >= ?", (now - window_s,)).fetchone()
         hours = window_s / 3600.0
         return {"devices": devices, "online": online, "offline": devices - online,
+                "aged_out": all_devices - devices,
                 "listening": modes.get("listening", 0), "recording": modes.get("recording", 0),
                 "muted": modes.get("muted", 0), "error": modes.get("error", 0),
                 "activations": acts, "false": false, "window_h": hours,
                 "false_per_device_hour": round(false / (max(online, 1) * hours), 4)}
 
-    def false_per_hour(self, now: float, hours: int = 24, top: int = 8) -> dict[str, Any]:
-        """False activations per hour per device, for the ``top`` devices with the most,
-        and the fleet's mean per device; hour buckets are epoch hours."""
+    def false_per_hour(self, now: float, hours: int = 24,
+                       picked: list[str] | None = None) -> dict[str, Any]:
+        """False activations per hour per device, and the fleet's mean per device; hour
+        buckets are epoch hours. The devices drawn are ``picked``, or else the
+        ``CHART_MAX`` with the most false wakes; ``shown`` says which, and ``choices``
+        lists every device known (most false wakes first) to pick from."""
         start_h = int(now // 3600) - hours + 1
         with self._lock:
             rows = self.conn.execute(
                 f"SELECT device, CAST(wall_time / 3600 AS INTEGER) AS h, count(*) "
                 f"FROM activations WHERE wall_time >= ? AND {FALSE_SQL} GROUP BY device, h",
                 (start_h * 3600.0,)).fetchall()
-            n_devices = self.conn.execute("SELECT count(*) FROM devices").fetchone()[0]
+            names = dict(self.conn.execute("SELECT id, name FROM devices").fetchall())
         per: dict[str, dict[int, int]] = {}
         fleet: dict[int, int] = {}
         for device, h, n in rows:
             per.setdefault(device, {})[h] = n
             fleet[h] = fleet.get(h, 0) + n
-        ranked = sorted(per, key=lambda d: (-sum(per[d].values()), d))[:top]
+        total = {d: sum(per.get(d, {}).values()) for d in names}
+        ranked = sorted(names, key=lambda d: (-total[d], d))
+        drawn = ranked[:CHART_MAX] if picked is None else [d for d in picked if d in names]
+        if picked is None:
+            drawn = [d for d in drawn if total[d] > 0]
         hours_list = list(range(start_h, start_h + hours))
         return {
             "hours": [h * 3600 for h in hours_list],
-            "series": [{"device": d, "values": [per[d].get(h, 0) for h in hours_list]}
-                       for d in ranked],
-            "fleet_mean": [round(fleet.get(h, 0) / max(n_devices, 1), 4) for h in hours_list],
+            "shown": "top" if picked is None else "picked",
+            "top": CHART_MAX,
+            "with_false": sum(1 for d in names if total[d] > 0),
+            "series": [{"device": d, "name": names[d],
+                        "values": [per.get(d, {}).get(h, 0) for h in hours_list]}
+                       for d in drawn],
+            "fleet_mean": [round(fleet.get(h, 0) / max(len(names), 1), 4)
+                           for h in hours_list],
+            "choices": [{"device": d, "name": names[d], "false": total[d]} for d in ranked],
         }
 
 
 def device_view(r: dict[str, Any]) -> dict[str, Any]:
     state = json.loads(r["state"]) if r.get("state") else None
-    return {"id": r["id"], "online": bool(r["online"]), "state": state,
-            "state_time": r["state_time"], "last_seen": r["last_seen"]}
+    return {"id": r["id"], "name": r.get("name") or None,
+            "simulated": bool(r.get("simulated")), "online": bool(r["online"]),
+            "state": state, "state_time": r["state_time"], "last_seen": r["last_seen"]}
 
 
 def activation_view(r: dict[str, Any]) -> dict[str, Any]:

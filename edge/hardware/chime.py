@@ -32,8 +32,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NOTES = {"start": ((659.25, 0.09), (987.77, 0.14)), "end": ((987.77, 0.09), (659.25, 0.14))}
-"""Frequency (Hz) and length (s) of each note: E5 then B5 rising; the same falling."""
+NOTES = {"start": ((659.25, 0.09), (987.77, 0.14)), "end": ((987.77, 0.09), (659.25, 0.14)),
+         "timer": ((880.0, 0.12), (659.25, 0.12), (880.0, 0.2))}
+"""Frequency (Hz) and length (s) of each note: E5 then B5 rising; the same falling; a timer
+that finished (a voice assistant's): A5, E5, A5, again and again."""
 GAP_S = 0.02
 
 
@@ -208,4 +210,10 @@ class ChimePlayer:
             except queue.Full:
                 log.warning("the chime thread is stuck; closing its output anyway")
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                # Closing PortAudio under a write that is still running crashes the process
+                # (seen with SIGSEGV at stop); the daemon thread ends with the process.
+                log.warning("the chime thread is still playing after %g s; its output is left "
+                            "open", timeout)
+                return
         self.output.close()

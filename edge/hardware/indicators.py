@@ -1,6 +1,6 @@
 """The recording indicator: what the LEDs show in each state.
 
-Four distinct looks, on every backend:
+Four distinct looks, on every backend, and two more where colours can tell them apart:
 
 =========  ==========  ====================  ==========================
 look       one LED     PWM LED               RGB LED / APA102 pixels
@@ -9,7 +9,13 @@ listening  off         off, or ``led_dim``   off, or dim blue
 recording  on          ``led_brightness``    white
 muted      short blink short blink           red
 error      fast blink  fast blink            amber (blinking on RGB)
+thinking   as listening as listening         cyan
+replying   as listening as listening         green
 =========  ==========  ====================  ==========================
+
+Thinking (the voice assistant has the utterance, its answer has not come) and replying
+(its answer plays) follow a streamed turn; a single LED keeps its one meaning, the
+recording light, and shows them as listening.
 
 The indicator is driven from the audio thread at the frame a state begins, so the
 recording look is on from the detection to the end of the clip. APA102 pixels (the
@@ -43,6 +49,8 @@ class Look(Enum):
     RECORDING = "recording"
     MUTED = "muted"
     ERROR = "error"
+    THINKING = "thinking"
+    REPLYING = "replying"
 
 
 RGB = tuple[float, float, float]
@@ -52,6 +60,8 @@ COLOURS: dict[Look, RGB] = {
     Look.RECORDING: (1.0, 1.0, 1.0),
     Look.MUTED: (1.0, 0.0, 0.0),
     Look.ERROR: (1.0, 0.45, 0.0),
+    Look.THINKING: (0.0, 0.8, 0.8),
+    Look.REPLYING: (0.0, 1.0, 0.0),
 }
 MUTED_BLINK = (0.1, 1.9)
 """On and off seconds of a single-colour LED while muted: a short flash every 2 s."""
@@ -117,7 +127,7 @@ class PwmLed(MonoLed):
     def _steady(self, look: Look) -> None:
         if look is Look.RECORDING:
             self.led.value = self.brightness
-        elif look is Look.LISTENING:
+        elif look in (Look.LISTENING, Look.THINKING, Look.REPLYING):
             self.led.value = self.dim
         else:
             self.led.off()

@@ -127,13 +127,9 @@ class MuteController:
             recorder.drop_held()
         elif not self.muted and recorder.state is State.MUTED:
             recorder.unmute(reason)
-        if self.causes != before:
-            if self.muted:
-                log.info("muted (%s): %s", self._reason(), reason)
-            else:
-                log.info("unmuted: %s", reason)
+        if self.causes != before:  # the log line is the activity log's (edge.service.activity)
             self.bus.publish(MuteChanged(self.muted, self.held_by, recorder.t,
-                                         self.clock.wall()))
+                                         self.clock.wall(), reason))
             if self.on_change is not None:
                 self.on_change(recorder)
 

@@ -13,6 +13,12 @@ gpiozero pin factory, and keeps them in step with the recorder on the audio thre
 The composition root (edge.compose) wraps the audio source in this subsystem's
 ``FrameGuard``, passes it to the recorder as a state listener, and runs its ``on_frame``
 hook, which reads the mute switch again every few hundred ms in case an edge was lost.
+A voice assistant (edge.assist) shows its turn's phases here and rings its finished timers
+on the chime (``show_turn``, ``request_ring``).
+
+Why one module of over 400 lines: every rule here decides on the same audio-thread state
+(the mute causes, the look shown, the chime, the bell) at the same recorder changes;
+split, each part would need the others' state to decide.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from edge.audio.frames import FRAME_S
 from edge.audio.sources import AudioSource
 from edge.clock import Clock
 from edge.config import Config
@@ -49,6 +56,10 @@ SWITCH_RECHECK_FRAMES = 4
 """Frames (4 x 80 ms: 320 ms) between reads of the mute switch on the audio thread. An edge
 gpiozero never delivered (a missed interrupt, a dead callback thread) is caught by the next
 read: the device mutes within this many frames of the switch moving, whatever the edges."""
+RING_S = 60.0
+"""How long a finished timer (a voice assistant's) rings, unless silenced sooner."""
+RING_EVERY_S = 2.0
+"""Seconds between the timer bell's chimes."""
 
 
 @dataclass
@@ -162,7 +173,13 @@ class HardwarePlugin:
         self.look: Look | None = None
         self.looks: list[Look] = []
         """Every look shown, in order (the log of what a person could see)."""
+        self.turn_look: Look | None = None
+        """A voice-assistant turn's phase after its audio (thinking, replying, error), shown
+        while the device listens; None: no turn in progress (audio thread only)."""
         self._frames_to_recheck = SWITCH_RECHECK_FRAMES
+        self.ring_frames = 0
+        """Frames the timer bell still rings for (0: quiet; audio thread only)."""
+        self._frames_to_ring = 0
 
     @classmethod
     def from_config(cls, cfg: Config, bus: EventBus, clock: Clock, commands: Commands,
@@ -201,6 +218,44 @@ class HardwarePlugin:
             self.mute.soft_unmute(rec, by, remote)
 
         self.commands.post(unmute)
+
+    def show_turn(self, look: Look | None, recorder: Recorder | None = None) -> None:
+        """Audio thread: a voice-assistant turn is at ``look`` (THINKING, REPLYING, ERROR;
+        None when over). Shown now with ``recorder``, else at the recorder's next change."""
+        self.turn_look = look
+        if recorder is not None:
+            self._show(recorder)
+
+    def request_turn_look(self, look: Look | None) -> None:
+        """Any thread: ``show_turn``, posted to the audio loop."""
+        self.commands.post(lambda rec: self.show_turn(look, rec))
+
+    @property
+    def can_ring(self) -> bool:
+        """Whether a finished timer can ring: the chime is on."""
+        return self.parts.chime is not None
+
+    def request_ring(self) -> None:
+        """Any thread: a timer finished. The chime rings every ``RING_EVERY_S`` until the
+        button is pressed, a wake word is heard, or ``RING_S`` pass."""
+        def ring(_rec: Recorder) -> None:
+            if self.parts.chime is None:
+                return
+            if not self.ring_frames:
+                log.info("a timer finished: ringing until the button is pressed, a wake word "
+                         "is heard, or %g s pass", RING_S)
+            self.ring_frames = round(RING_S / FRAME_S)
+            self._frames_to_ring = 0
+
+        self.commands.post(ring)
+
+    def _quiet(self, by: str) -> bool:
+        """Stop the timer bell; whether it was ringing."""
+        if not self.ring_frames:
+            return False
+        self.ring_frames = 0
+        log.info("the timer bell stopped: %s", by)
+        return True
 
     def soft_mute_soon(self, on: bool, by: str) -> Future[tuple[bool, tuple[str, ...]]]:
         """Set or clear the soft mute, posted to the audio loop at once (it runs before the next
@@ -266,7 +321,10 @@ class HardwarePlugin:
         """The audio loop's frame hook (it runs only while listening): every
         ``SWITCH_RECHECK_FRAMES`` frames, read the switch again. A switch in the mute position
         that the mute does not hold is an edge that was lost: mute, and say so (fail
-        closed); a switch that cannot be read any more is a fault."""
+        closed); a switch that cannot be read any more is a fault. A ringing timer bell
+        chimes every ``RING_EVERY_S``."""
+        if self.ring_frames:
+            self._ring_frame()
         self._frames_to_recheck -= 1
         if self._frames_to_recheck > 0:
             return
@@ -287,7 +345,19 @@ class HardwarePlugin:
             self.mute.pending.set()
             self.commands.post(lambda rec: self.mute.switch(rec, True))
 
+    def _ring_frame(self) -> None:
+        self.ring_frames -= 1
+        if not self.ring_frames:
+            log.info("the timer bell stopped: it rang for %g s", RING_S)
+        elif self._frames_to_ring <= 0:
+            self._frames_to_ring = round(RING_EVERY_S / FRAME_S) - 1  # this frame counts
+            self.commands.post(lambda rec: self._chime(rec, "timer"))
+        else:
+            self._frames_to_ring -= 1
+
     def _cancel(self, recorder: Recorder) -> None:
+        if self._quiet("the button was pressed"):
+            return  # the press was for the bell: nothing is cancelled
         cancelled = recorder.cancel()
         if cancelled:
             log.info("cancelled by the button: the clip is discarded")
@@ -309,6 +379,7 @@ class HardwarePlugin:
         if recorder.state is not State(change.new):
             return  # enforce changed it again; that change is reported in its own right
         if change.new == State.RECORDING:
+            self._quiet("a wake word was heard")
             self._chime(recorder, "start")
         elif change.old == State.RECORDING:
             self._chime(recorder, "end")
@@ -326,9 +397,9 @@ class HardwarePlugin:
         mute = self.mute
         if mute.faults:
             look = Look.ERROR
-        else:
+        else:  # the recording light first: while audio is captured, nothing else is shown
             look = {State.RECORDING: Look.RECORDING, State.MUTED: Look.MUTED,
-                    State.STOPPED: Look.OFF}.get(recorder.state, Look.LISTENING)
+                    State.STOPPED: Look.OFF}.get(recorder.state, self.turn_look or Look.LISTENING)
         if look is self.look:
             return
         self.look = look

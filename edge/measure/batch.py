@@ -1,25 +1,34 @@
-"""Per-frame scores of a whole stream, chunk by chunk, bit for bit the device's.
+"""Per-frame scores of a stream: bit for bit the device's, or batched within rounding.
 
-The live device's :class:`~edge.wake.engine.StreamingEngine` runs every frame here
-too, with its idle gate, its streamed embedding and its classifiers, so a score
-can never differ from the device's. What is batched is the melspectrogram
-model: for a chunk of frames, the rows of every frame (the frame plus its 480
-samples of context, as the engine asks for them) come from one onnxruntime call
-of shape ``[frames, 1760]``, and the engine is handed them when it asks. The
-model floors its output 80 dB below the maximum of the whole batch (the device's
-floor is per frame), so a frame with rows near that floor is not taken from the
-batch: a second batch tries the frames the first left, and any still left are
-computed alone when the engine asks.
+Two modes.
 
-Why the embedding is not batched as well: the device streams it
-(:mod:`edge.wake.embedding`), which costs less per frame than onnxruntime
-over a whole batch of windows, and a batched stream step is not bit-identical
-to the per-frame one (BLAS sums in a different order for a different matrix
-size), and the tool must never disagree with the device.
+``exact`` (``edge measure --exact``): the live device's
+:class:`~edge.wake.engine.StreamingEngine` runs every frame, with its idle gate, its
+streamed embedding and its classifiers (:class:`StreamScorer`), so a score can never
+differ from the device's.
 
-Each batch is checked on the kept frame nearest the floor against the unbatched
-model; on any difference the cache switches itself off and every row is
-computed as the engine would (slower, still exact).
+``batched`` (the default): what the device computes one frame at a time, computed
+over whole spans of frames (:class:`SpanScorer`): the melspectrogram over contiguous
+audio, the embedding over whole runs of mel rows (:class:`SequenceEmbedding`; without
+onnxruntime, 8 frames per matrix product with
+:meth:`~edge.wake.embedding.StreamingEmbedding.step_batched`), the classifiers over
+all frames at once, and the idle gate as the mask it is (a frame is scored when a
+frame at or above the gate level lies within the engine's catch-up reach before it).
+Sums then run in another order, so scores differ from the device's by float32
+rounding; the tests hold them within 1e-5 of the device's on every frame, with
+identical detections at every threshold.
+
+Chunks: the engine forgets. After :func:`lead_frames` frames of a stream every
+buffer it holds (raw audio, mel rows, the streamed embedding's context rows, the
+classifiers' embeddings, the gate's hangover and catch-up) depends only on those
+frames, so a chunk of a long file that starts that many frames early scores every
+frame of its own exactly as the device does over the whole file; the tests hold
+this bit for bit, with and without the idle gate, across chunk boundaries.
+
+Bit for bit assumes one OpenBLAS set-up: it sums in another order when it was
+started with more threads, even if later limited to one. ``edge`` sets
+``OPENBLAS_NUM_THREADS=1`` before numpy loads, in every process it starts (and a Dask
+worker's nanny does the same), so all of them, and the device, agree.
 
 >>> scorer = StreamScorer.build(cfg.wake)
 >>> for frames, scores in scorer.run(chunks):   # (n, 1280) int16 -> (n, models)
@@ -28,8 +37,10 @@ computed as the engine would (slower, still exact).
 
 from __future__ import annotations
 
-import logging
+import math
 from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,137 +49,34 @@ from edge.audio.sources import AudioSource
 from edge.config import WakeConfig
 from edge.wake.detector import build_engine
 from edge.wake.embedding import StreamingEmbedding
-from edge.wake.engine import MEL_CONTEXT, FeatureModels, StreamingEngine, WakeEngine
+from edge.wake.engine import (
+    EMB_STEP,
+    EMB_WINDOW,
+    MEL_BINS,
+    MEL_CONTEXT,
+    FeatureModels,
+    StreamingEngine,
+    WakeEngine,
+    frame_dbfs,
+)
 from edge.wake.models import ModelStore
 
-log = logging.getLogger(__name__)
-
-WINDOW = FRAME_SAMPLES + MEL_CONTEXT
-"""Samples of one frame's melspectrogram input once the stream has started."""
 CHUNK_FRAMES = 256
-"""Frames per batch: about 20 s of audio."""
+"""Frames per block handed to the engine (about 20 s of audio)."""
 TOP_DB = 80.0
-"""The melspectrogram model's floor: ``max(x, max(batch) - 80)``, in dB (its last Clip)."""
-PREFETCH_ROUNDS = 3
-"""Batches per chunk: each takes the frames the one before had to leave (quieter ones)."""
-GATE_MARGIN_FRAMES = 32
-"""With the idle gate, rows are prefetched only for frames this close to a loud one
-(the engine's catch-up reaches back about 25 frames); any other row the engine
-asks for is computed on demand."""
-
-
-class BatchedMel:
-    """The engine's feature models, with melspectrogram rows prefetched in batches.
-
-    Everything but :meth:`melspectrogram` is the wrapped :class:`FeatureModels`.
-    Rows are looked up by the exact input samples, so an unexpected request is
-    simply computed, never answered wrongly.
-    """
-
-    def __init__(self, features: FeatureModels) -> None:
-        self._features = features
-        self._rows: dict[bytes, np.ndarray] = {}
-        self._older: dict[bytes, np.ndarray] = {}
-        self.enabled = True
-        self.hits = 0
-        self.misses = 0
-
-    def embeddings(self, windows: np.ndarray) -> np.ndarray:
-        return self._features.embeddings(windows)
-
-    def streaming_embedding(self) -> StreamingEmbedding:
-        return self._features.streaming_embedding()
-
-    def prefetch(self, windows: np.ndarray) -> None:
-        """Compute the rows of ``windows`` (n, 1760) float32 in one call.
-
-        The model ends by flooring its output at ``TOP_DB`` below the maximum of the
-        whole batch, where the device floors each frame at its own maximum. A frame
-        whose rows all stay above the batch's floor is unaffected and is kept; any
-        other is left to be computed alone when the engine asks for it. The
-        previous batch stays available, for the engine's catch-up after a gap.
-        """
-        self._older, self._rows = self._rows, {}
-        if not self.enabled or not len(windows):
-            return
-        todo = np.arange(len(windows))
-        for _ in range(PREFETCH_ROUNDS):
-            todo = self._batch(windows, todo)
-            if len(todo) < 2 or not self.enabled:
-                return
-
-    def _batch(self, windows: np.ndarray, todo: np.ndarray) -> np.ndarray:
-        """Keep the rows of the frames ``todo`` that one batch gets right; return the others."""
-        f = self._features
-        out = f.mel.run(None, {f.mel_input: windows[todo]})[0]
-        spec = out.reshape(len(todo), -1, out.shape[-1])
-        lows = spec.reshape(len(todo), -1).min(axis=1)
-        safe = lows > spec.max() - np.float32(TOP_DB)
-        keep = np.flatnonzero(safe)
-        if not len(keep):
-            return todo[:0]
-        spec /= 10.0  # the transform of FeatureModels.melspectrogram, checked below
-        spec += 2.0
-        # The check: the kept frame nearest to the floor, computed alone.
-        probe = keep[np.argmin(lows[keep])]
-        alone = f.melspectrogram(windows[todo[probe]].copy())
-        if not np.array_equal(alone, spec[probe]):
-            log.warning("batched melspectrogram rows differ from per-frame rows (by up to %g); "
-                        "computing them frame by frame", float(np.abs(alone - spec[probe]).max()))
-            self.enabled = False
-            self._rows = {}
-            self._older = {}
-            return todo[:0]
-        for i in keep:
-            rows = spec[i]
-            rows.flags.writeable = False
-            self._rows[windows[todo[i]].tobytes()] = rows
-        return todo[~safe]
-
-    def melspectrogram(self, samples: np.ndarray) -> np.ndarray:
-        if samples.shape == (WINDOW,):
-            key = samples.tobytes()
-            rows = self._rows.get(key)
-            if rows is None:
-                rows = self._older.get(key)
-            if rows is not None:
-                self.hits += 1
-                return rows
-        self.misses += 1
-        return self._features.melspectrogram(samples)
-
-    def clear(self) -> None:
-        self._rows = {}
-        self._older = {}
+"""The melspectrogram model's floor: ``max(x, max(call) - 80)``, in dB (its last Clip)."""
 
 
 class StreamScorer:
-    """Scores of one stream at a time from ``engine``; the engine is reset per stream.
+    """Exact mode: scores of one stream at a time from ``engine``, reset per stream."""
 
-    An engine without the streaming engine's feature models (the upstream
-    openwakeword engine) is run frame by frame, unbatched.
-    """
-
-    def __init__(self, engine: WakeEngine, mel: BatchedMel | None = None,
-                 chunk_frames: int = CHUNK_FRAMES) -> None:
+    def __init__(self, engine: WakeEngine) -> None:
         self.engine = engine
-        self.mel = mel
-        """The batched melspectrogram the engine was built on (None: unbatched)."""
-        self.chunk_frames = chunk_frames
-        self.gate_dbfs = engine.idle_gate_dbfs if isinstance(engine, StreamingEngine) else None
 
     @classmethod
-    def build(cls, wake: WakeConfig, store: ModelStore | None = None,
-              chunk_frames: int = CHUNK_FRAMES) -> StreamScorer:
-        """The engine ``[wake]`` names, built on a batched melspectrogram where it has one."""
-        batched: list[BatchedMel] = []
-
-        def batch(features: FeatureModels) -> BatchedMel:
-            batched.append(BatchedMel(features))
-            return batched[-1]
-
-        engine = build_engine(wake, store, features=batch)
-        return cls(engine, batched[0] if batched else None, chunk_frames)
+    def build(cls, wake: WakeConfig, store: ModelStore | None = None) -> StreamScorer:
+        """The engine ``[wake]`` names, as the device builds it."""
+        return cls(build_engine(wake, store))
 
     @property
     def frames_skipped(self) -> int:
@@ -183,47 +91,236 @@ class StreamScorer:
         """For each chunk of int16 frames (n, 1280): the chunk and its scores (n, models)."""
         self.engine.reset()
         n_models = len(self.engine.model_names)
-        context = np.zeros(MEL_CONTEXT, dtype=np.float32)
-        index = 0
-        try:
-            for block in chunks:
-                if self.mel is not None:
-                    self.mel.prefetch(self._windows(block, context, index))
-                scores = np.empty((len(block), n_models), dtype=np.float32)
-                for i, frame in enumerate(block):
-                    scores[i] = self.engine.process(frame)
-                context = block[-1, -MEL_CONTEXT:].astype(np.float32)
-                index += len(block)
-                yield block, scores
-        finally:
-            if self.mel is not None:
-                self.mel.clear()
-
-    def _windows(self, block: np.ndarray, context: np.ndarray, index: int) -> np.ndarray:
-        """The melspectrogram inputs of the chunk's frames, as the engine will ask for them."""
-        flat = np.concatenate((context, block.reshape(-1).astype(np.float32)))
-        starts = np.arange(len(block)) * FRAME_SAMPLES
-        wanted = np.ones(len(block), dtype=bool)
-        if index == 0:
-            wanted[0] = False  # the first frame of a stream has no context: computed alone
-        if self.gate_dbfs is not None:
-            wanted &= _near_loud(block, self.gate_dbfs)
-        starts = starts[wanted]
-        if not len(starts):
-            return np.zeros((0, WINDOW), dtype=np.float32)
-        return flat[starts[:, None] + np.arange(WINDOW)[None, :]]
+        for block in chunks:
+            scores = np.empty((len(block), n_models), dtype=np.float32)
+            for i, frame in enumerate(block):
+                scores[i] = self.engine.process(frame)
+            yield block, scores
 
 
-def _near_loud(block: np.ndarray, gate_dbfs: float) -> np.ndarray:
-    """Frames within :data:`GATE_MARGIN_FRAMES` of a frame at or above the gate (1 dB slack)."""
-    f = block.astype(np.float64)
-    ms = np.einsum("ij,ij->i", f, f) / FRAME_SAMPLES
-    limit = (32768.0 ** 2) * 10.0 ** ((gate_dbfs - 1.0) / 10.0)
-    loud = (ms >= limit).astype(np.int32)
-    m = GATE_MARGIN_FRAMES
-    spread = np.convolve(loud, np.ones(2 * m + 1, dtype=np.int32), mode="full")[m:m + len(loud)]
-    near: np.ndarray = spread > 0
-    return near
+WINDOW_FRAMES = math.ceil(EMB_WINDOW / EMB_STEP)
+"""Frames whose mel rows one embedding window spans (10)."""
+LEAD_MARGIN = 8
+"""Frames of lead beyond the bound of :func:`lead_frames` (the tests hold the bound itself)."""
+MEL_PIECE = 256
+"""Frames per melspectrogram call in batched mode (its 80 dB floor is per call)."""
+EMB_BATCH = 8
+"""Embeddings per matrix product in batched mode."""
+
+
+def lead_frames(engine: WakeEngine) -> int | None:
+    """Frames a chunk must start before its first scored frame so that every frame it
+    scores is scored as in the whole stream (None: this engine is never split).
+
+    Of the streaming engine's state, the idle gate's decision for a frame depends on the
+    last ``catchup`` frames (its hangover); a catch-up that differs from the whole
+    stream's (a quiet stretch that began before the chunk) is over within ``2 catchup +
+    1`` frames; from then on, the classifiers' embeddings, their mel windows and the
+    streamed embedding's context rows are all refilled within ``n_feat + 10`` frames.
+    """
+    if not isinstance(engine, StreamingEngine):
+        return None
+    n_feat = max(c.n_embeddings for c in engine.classifiers)
+    catchup = n_feat - 1 + WINDOW_FRAMES
+    return 2 * catchup + 1 + n_feat + WINDOW_FRAMES + LEAD_MARGIN
+
+
+class SpanScorer:
+    """Batched mode: the scores of a span of a stream, computed for the whole span at once.
+
+    The arithmetic is the device's, arranged for throughput: the melspectrogram of
+    contiguous audio (:data:`MEL_PIECE` frames per call; a frame whose rows the call's
+    80 dB floor would change is computed alone, as the device does), the embedding of
+    every window of a stretch at once, the classifiers only on frames the idle
+    gate lets through (a frame is processed when a frame at or above the gate level lies
+    within the engine's catch-up reach before it, the hangover's rule), each stretch of
+    processed frames computed from the mel rows and embeddings its classifiers see.
+    """
+
+    def __init__(self, engine: StreamingEngine, mel_path: Path | None = None) -> None:
+        if not isinstance(engine.features, FeatureModels):
+            raise TypeError("SpanScorer needs the engine's own feature models")
+        features = self.features = engine.features
+        self.mel: Any = features.mel
+        """The melspectrogram over long audio: onnxruntime's when installed (about twice
+        as fast there as the device's numpy FFT, the same to float32 rounding)."""
+        if mel_path is not None:
+            self.mel = _onnxruntime(mel_path.read_bytes()) or features.mel
+        self.classifiers = engine.classifiers
+        self.n_feat = max(c.n_embeddings for c in engine.classifiers)
+        self.catchup = self.n_feat - 1 + WINDOW_FRAMES
+        self.gate = engine.idle_gate_dbfs
+        self.stream = features.streaming_embedding() if engine.streaming else None
+        self.sequence = None
+        if self.stream is not None and features.emb_path is not None:
+            self.sequence = SequenceEmbedding.load(features.emb_path, self.stream)
+        self.reach = self.n_feat - 1 + WINDOW_FRAMES
+        """Frames before a scored frame whose mel rows it depends on."""
+        self.need_lead = max(self.catchup, self.reach) + 1
+
+    def score(self, frames: np.ndarray, keep: int) -> tuple[np.ndarray, int]:
+        """Scores (n - keep, models) of ``frames[keep:]`` and how many of those the gate skips.
+
+        ``frames`` (n, 1280) int16 are consecutive frames of a stream, the first ``keep``
+        (at least :attr:`need_lead`) only for context; none is the stream's first frame.
+        """
+        n = len(frames)
+        if keep < self.need_lead:
+            raise ValueError(f"a span needs {self.need_lead} frames of lead; got {keep}")
+        out = np.zeros((max(n - keep, 0), len(self.classifiers)), np.float32)
+        if n <= keep:
+            return out, 0
+        idx = np.arange(keep, n)
+        if self.gate is None:
+            active = np.ones(n - keep, dtype=bool)
+        else:
+            loud = np.fromiter((frame_dbfs(f) >= self.gate for f in frames), bool, n)
+            csum = np.concatenate(([0], np.cumsum(loud)))
+            active = csum[idx + 1] - csum[idx - self.catchup] > 0
+        for a, b in _stretches(active, self.reach):
+            self._stretch(frames, keep + a, keep + b, active[a:b], out[a:b])
+        return out, int(n - keep - active.sum())
+
+    def _stretch(self, frames: np.ndarray, s0: int, e0: int, active: np.ndarray,
+                 out: np.ndarray) -> None:
+        """Scores of the processed frames among ``frames[s0:e0]``, into ``out``."""
+        m0 = s0 - self.reach  # first frame whose mel rows are needed
+        raw = frames[m0 - 1:e0].reshape(-1)[FRAME_SAMPLES - MEL_CONTEXT:].astype(np.float32)
+        rows = self._mel_rows(raw, e0 - m0)
+        j0 = m0 + WINDOW_FRAMES - 1  # the first frame with a whole window of these rows
+        first = 8 * (j0 - m0) + EMB_STEP
+        if self.sequence is not None:
+            embeddings = self.sequence.embed(rows[first - EMB_WINDOW:])
+        elif self.stream is not None:
+            self.stream.reset()
+            emb = [self.stream.prime(rows[first - EMB_WINDOW:first])[None]]
+            if e0 - 1 > j0:
+                emb.append(self.stream.step_batched(rows[first:], EMB_BATCH))
+            embeddings = np.vstack(emb)
+        else:
+            ends = np.arange(first, len(rows) + 1, EMB_STEP)
+            windows = np.stack([rows[e - EMB_WINDOW:e] for e in ends])
+            embeddings = self.features.embeddings(windows)
+        rows = np.flatnonzero(active)
+        ends = s0 + rows - j0 + 1  # each frame's embeddings end with its own
+        for k, c in enumerate(self.classifiers):
+            n = c.n_embeddings
+            batch = getattr(c.session, "scores", None)  # the numpy classifiers score a batch
+            if batch is None:
+                out[rows, k] = [c.score(embeddings[e - n:e]) for e in ends]
+                continue
+            windows = np.lib.stride_tricks.sliding_window_view(embeddings, n, axis=0)
+            out[rows, k] = batch(windows[ends - n].transpose(0, 2, 1))
+
+    def _mel_rows(self, raw: np.ndarray, frames: int) -> np.ndarray:
+        """Mel rows (8 frames, 32) of ``frames`` frames; ``raw``: 480 samples of context, then
+        the frames' samples."""
+        f = self.features
+        out = np.empty((frames * EMB_STEP, MEL_BINS), np.float32)
+        for a in range(0, frames, MEL_PIECE):
+            b = min(frames, a + MEL_PIECE)
+            x = raw[a * FRAME_SAMPLES:b * FRAME_SAMPLES + MEL_CONTEXT]
+            spec = self.mel.run(None, {f.mel_input: x[None]})[0].reshape(-1, MEL_BINS)
+            if spec.shape[0] != (b - a) * EMB_STEP:
+                raise ValueError(f"melspectrogram gave {spec.shape[0]} rows for {b - a} frames")
+            lows = spec.reshape(b - a, -1).min(axis=1)
+            floored = np.flatnonzero(lows <= spec.max() - np.float32(TOP_DB))
+            spec /= 10.0  # as FeatureModels.melspectrogram
+            spec += 2.0
+            for i in floored:
+                spec[i * EMB_STEP:(i + 1) * EMB_STEP] = f.melspectrogram(
+                    x[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES + MEL_CONTEXT].copy())
+            out[a * EMB_STEP:b * EMB_STEP] = spec
+        return out
+
+
+SEQ_PIECE = 128
+"""Embeddings per onnxruntime call of :class:`SequenceEmbedding`."""
+_RESHAPES = ((-1, 1, EMB_WINDOW, MEL_BINS), (1, 1, -1, MEL_BINS),
+             (-1, 1, 1, 96), (1, 96, -1, 1))
+"""The embedding model's first and last Reshape targets, and what they become."""
+
+
+class SequenceEmbedding:
+    """The embedding model over a long run of mel rows, on onnxruntime: every window of
+    a run, with the arithmetic of the device's streamed embedding (only new rows), in one
+    call per :data:`SEQ_PIECE` windows.
+
+    The model is fully convolutional in time with a stride of 8 rows, so run over a long
+    sequence its last layer gives the embedding of every window. Its only fixed length
+    is the first Reshape (to 76 rows); that one and the last are rewritten to take the
+    whole sequence, fed as blocks of 76 rows. :meth:`load` returns None (the caller
+    streams the embedding with numpy) when the file does not hold those Reshapes, when
+    onnxruntime is not installed, or when the result differs from the streamed
+    embedding by more than 1e-3 on a check at load.
+    """
+
+    def __init__(self, session: Any, input_name: str) -> None:
+        self.session = session
+        self.input_name = input_name
+
+    @classmethod
+    def load(cls, path: Path, stream: StreamingEmbedding) -> SequenceEmbedding | None:
+        model = path.read_bytes()
+        for old, new in zip(_RESHAPES[0::2], _RESHAPES[1::2], strict=True):
+            raw = np.array(old, "<i8").tobytes()
+            if model.count(raw) != 1:
+                return None
+            model = model.replace(raw, np.array(new, "<i8").tobytes())
+        session = _onnxruntime(model)
+        if session is None:
+            return None
+        seq = cls(session, session.get_inputs()[0].name)
+        rows = np.random.RandomState(7).uniform(-4.0, 4.0, (EMB_WINDOW + 8 * 20, MEL_BINS))
+        rows = rows.astype(np.float32)
+        stream.reset()
+        ref = np.vstack([stream.prime(rows[:EMB_WINDOW])[None], stream.step(rows[EMB_WINDOW:])])
+        stream.reset()
+        return seq if float(np.abs(seq.embed(rows) - ref).max()) < 1e-3 else None
+
+    def embed(self, rows: np.ndarray) -> np.ndarray:
+        """Embeddings (n, 96) of the windows of ``rows`` (76 + 8 (n - 1), 32) at rows 0, 8, ..."""
+        n = (len(rows) - EMB_WINDOW) // EMB_STEP + 1
+        out = np.empty((n, 96), np.float32)
+        for a in range(0, n, SEQ_PIECE):
+            b = min(n, a + SEQ_PIECE)
+            piece = rows[EMB_STEP * a:EMB_STEP * (b - 1) + EMB_WINDOW]
+            blocks = -(-len(piece) // EMB_WINDOW)
+            x = np.zeros((blocks * EMB_WINDOW, MEL_BINS), np.float32)
+            x[:len(piece)] = piece
+            feed = x.reshape(blocks, EMB_WINDOW, MEL_BINS, 1)
+            y = self.session.run(None, {self.input_name: feed})[0]
+            out[a:b] = y[0, :, :b - a, 0].T
+        return out
+
+
+def _onnxruntime(model: bytes) -> Any:
+    """An onnxruntime session of ``model`` on one thread; None without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception:  # onnxruntime raises its own untyped errors: the caller uses numpy
+        return None
+
+
+def _stretches(active: np.ndarray, gap: int) -> list[tuple[int, int]]:
+    """Runs of True in ``active`` as (start, end), runs closer than ``gap`` merged."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], active.astype(np.int8), [0]))))
+    runs = list(zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True))
+    merged: list[tuple[int, int]] = []
+    for a, b in runs:
+        if merged and a - merged[-1][1] < gap:
+            merged[-1] = (merged[-1][0], b)
+        else:
+            merged.append((a, b))
+    return merged
 
 
 def frame_chunks(source: AudioSource, chunk_frames: int = CHUNK_FRAMES,

@@ -82,7 +82,10 @@ def find_corpus(paths: list[Path], positives: Path | None, models: tuple[str, ..
     if not positives.is_dir():
         raise UsageError(f"--positives {positives} is not a folder; give a folder with one "
                          "utterance per file (or a subfolder per keyword)")
-    names = {keyword(m): m for m in models}
+    names: dict[str, tuple[str, ...]] = {}
+    for m in models:  # micro:alexa's utterances sit under alexa/ too: one folder, both families
+        for k in dict.fromkeys((keyword(m), keyword(m.split(":", 1)[-1]))):
+            names[k] = names.get(k, ()) + (m,)
     found: list[tuple[Path, tuple[str, ...]]] = []
     for entry in sorted(positives.iterdir()):
         if entry.name.startswith("."):
@@ -94,7 +97,7 @@ def find_corpus(paths: list[Path], positives: Path | None, models: tuple[str, ..
             if model is None:
                 corpus.unmatched.append(entry.name)
                 continue
-            found += [(f, (model,)) for f in _files_under(entry)]
+            found += [(f, model) for f in _files_under(entry)]
     if not found:
         known = ", ".join(models)
         raise UsageError(

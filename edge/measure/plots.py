@@ -20,13 +20,13 @@ MAX_POINTS = 4000
 """A timeline longer than this is drawn as the maximum score per bin, so no peak is lost."""
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _figure(width: float, height: float) -> tuple[Any, Any]:
+    """A figure and its axes, without pyplot (no global figure registry, a lighter import);
+    saving to PNG draws it with Agg."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width, height), dpi=100)
+    return fig, fig.subplots()
 
 
 def det_curve(curves: Mapping[str, Sequence[SweepPoint]], hours: float, title: str,
@@ -36,8 +36,7 @@ def det_curve(curves: Mapping[str, Sequence[SweepPoint]], hours: float, title: s
     Without positives there is no miss rate: false accepts per hour are drawn
     against the threshold instead.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    fig, ax = _figure(7, 4.5)
     has_miss = any(p.miss_rate is not None for pts in curves.values() for p in pts)
     if has_miss and hours > 0:
         # No false accept at all cannot sit on a log axis: such points go at half of
@@ -75,7 +74,6 @@ def det_curve(curves: Mapping[str, Sequence[SweepPoint]], hours: float, title: s
     ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -105,7 +103,6 @@ def timeline(scores: np.ndarray, names: Sequence[str], thresholds: Mapping[str, 
 
     ``activations``: (model, time in s, score).
     """
-    plt = _pyplot()
     n = scores.shape[0]
     seconds = n * FRAME_S
     unit, scale = ("h", 3600.0) if seconds > 3 * 3600 else \
@@ -119,7 +116,7 @@ def timeline(scores: np.ndarray, names: Sequence[str], thresholds: Mapping[str, 
     else:
         shown = scores
         t = (np.arange(n) + 1) * FRAME_S / scale
-    fig, ax = plt.subplots(figsize=(10, 2.6), dpi=100)
+    fig, ax = _figure(10, 2.6)
     for k, name in enumerate(names):
         (line,) = ax.plot(t, shown[:, k], lw=0.7, label=name)
         ax.axhline(thresholds[name], color=line.get_color(), ls="--", lw=0.6)
@@ -135,5 +132,4 @@ def timeline(scores: np.ndarray, names: Sequence[str], thresholds: Mapping[str, 
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path

@@ -1,23 +1,24 @@
-"""Score every file of a corpus on all cores, cutting snippets as the audio streams by.
+"""Score every task (a file, or a chunk of a long one) on all cores, or on a Dask cluster.
 
-One process per core, each with its own engine, takes whole files (longest
-first): a stream depends on its whole past, so a file is never split. A file is
-read block by block, never loaded whole. Workers report audio seconds done
-through a queue, for the progress bar.
+One process per core (this one included), each with its own engine, takes tasks
+(longest first; this process takes the ones still waiting, shortest first). A task
+is read block by block, never loaded whole, and reports audio seconds done through a
+queue, for the progress bar. A file's chunks come back as score tracks that the
+parent stitches in order; detections and snippets are then taken from the whole
+track (:mod:`edge.measure.snippets`), so a file's results do not depend on how it was
+cut, nor on how many processes or machines scored it.
 
-Snippets: on negatives, every detection at the device's own threshold (the
-config's, per model) is written as a WAV of the pre-roll (``audio.pre_roll_s``,
-ending with the triggering frame, as the device's clip starts) plus
-``SNIPPET_AFTER_S`` after it, from a small rolling buffer.
+The plan (:func:`edge.measure.chunks.plan`) depends on the files only, never on
+``--jobs`` or the cluster, so every way of running gives the same report.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import multiprocessing as mp
 import queue as queue_mod
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,25 +26,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge.audio.file import FileSource
 from edge.audio.frames import FRAME_S, FRAME_SAMPLES, SAMPLE_RATE
-from edge.audio.ringbuffer import RingBuffer
 from edge.config import Config
 from edge.errors import EdgeError
-from edge.files import atomic_write, name_part, private_dir
-from edge.measure.batch import StreamScorer, frame_chunks
+from edge.measure import snippets
+from edge.measure.batch import SpanScorer, StreamScorer, lead_frames
+from edge.measure.chunks import CHUNK_FRAMES, FileInfo, Task, plan, task_blocks
 from edge.measure.corpus import Job
-from edge.pipeline.recorder import frames_for
-from edge.wake.detector import build_policy, model_store
-from edge.wake.policy import Detection
+from edge.measure.snippets import Snippet
+from edge.wake.detector import model_store
+from edge.wake.engine import FeatureModels, StreamingEngine
+from edge.wake.models import is_micro
 
 if TYPE_CHECKING:
     from multiprocessing import Queue
 
 log = logging.getLogger(__name__)
 
-SNIPPET_AFTER_S = 2.0
-SNIPPETS_DIR = "snippets"
+MODES = ("batched", "exact")
+"""``exact``: the device's engine frame by frame, bit for bit; ``batched``: whole spans at
+once, within float32 rounding of the device (:class:`edge.measure.batch.SpanScorer`)."""
 
 
 @dataclass(frozen=True)
@@ -52,22 +54,23 @@ class Setup:
 
     cfg: Config
     out_dir: Path
-    pad_s: float = 1.0
+    pad_s: float = 2.0
     """Digital silence before and after each positive utterance, in s."""
+    mode: str = "batched"
+    """One of :data:`MODES`."""
+    chunk_frames: int = CHUNK_FRAMES
+    """Frames per chunk of a long 16 kHz file (:mod:`edge.measure.chunks`)."""
 
 
-@dataclass(frozen=True)
-class Snippet:
-    file: str
-    t: float
-    """Stream time of the detection (end of the triggering frame), s."""
-    model: str
-    score: float
-    threshold: float
-    start: float
-    """Stream time of the snippet's first sample, s."""
-    path: str
-    """Relative to the output folder."""
+@dataclass
+class TaskResult:
+    task: Task
+    scores: np.ndarray | None = None
+    """Scores (frames, models) of the task's own frames, float32."""
+    frames_skipped: int = 0
+    error: str | None = None
+    mode: str = "exact"
+    """The mode that scored it (an engine that cannot be batched is run exactly)."""
 
 
 @dataclass
@@ -81,120 +84,99 @@ class FileResult:
     error: str | None = None
     frames_skipped: int = 0
     """Frames the idle gate skipped (scored 0, as on the device)."""
+    mode: str = "exact"
+    chunks: int = 1
+    """Tasks the file was cut into."""
 
 
 class Worker:
-    """One engine, scoring one file after another."""
+    """One engine, scoring one task after another."""
 
-    def __init__(self, setup: Setup, progress: Callable[[float], Any]) -> None:
+    def __init__(self, setup: Setup, progress: Callable[[float], Any] | None = None) -> None:
         self.setup = setup
         self.cfg = setup.cfg
-        self.progress = progress
-        self.scorer = StreamScorer.build(self.cfg.wake, model_store(self.cfg.wake))
-        self.names = self.scorer.model_names
-        self.policy = build_policy(self.cfg.wake, self.names)
-        self.pad_frames = round(setup.pad_s / FRAME_S)
+        self.progress = progress or (lambda _s: None)
+        store = model_store(self.cfg.wake)
+        self.scorer = StreamScorer.build(self.cfg.wake, store)
+        engine = self.scorer.engine
+        self.lead = lead_frames(engine)
+        self.span: SpanScorer | None = None
+        if setup.mode == "batched" and isinstance(engine, StreamingEngine) \
+                and isinstance(engine.features, FeatureModels):
+            self.span = SpanScorer(engine, store.path("melspectrogram"))
 
-    def run(self, job: Job) -> FileResult:
+    @property
+    def mode(self) -> str:
+        return "batched" if self.span is not None else "exact"
+
+    def run(self, task: Task) -> TaskResult:
+        # An engine whose lead is unknown reads its chunk's file from the start.
+        lead = task.first if self.lead is None else min(self.lead, task.first)
+        blocks = task_blocks(task, self.cfg.audio.channel, lead, self.setup.pad_s)
         try:
-            source = FileSource(job.path, self.cfg.audio.channel)
-        except EdgeError as exc:
-            return FileResult(job, error=str(exc))
-        pad = self.pad_frames if job.kind == "positive" else 0
-        cutter = SnippetCutter(self, job) if job.kind == "negative" else None
-        skipped0 = self.scorer.frames_skipped
-        parts: list[np.ndarray] = []
-        try:
-            for block, scores in self.scorer.run(frame_chunks(source, lead_frames=pad,
-                                                              tail_frames=pad)):
-                parts.append(scores)
-                if cutter is not None:
-                    cutter.feed(block, scores)
-                self.progress(len(block) * FRAME_S)
+            if self.span is not None:
+                scores, skipped = self._batched(blocks, lead, self.span)
+            else:
+                scores, skipped = self._exact(blocks, lead)
         except EdgeError as exc:  # truncated or corrupt part way: the whole file is skipped
-            if cutter is not None:
-                cutter.discard()
-            return FileResult(job, error=str(exc))
-        finally:
-            source.close()
-        if cutter is not None:
-            cutter.finish()
-        scores = np.concatenate(parts) if parts else np.zeros((0, len(self.names)), np.float32)
-        return FileResult(job, round((len(scores) - 2 * pad) * FRAME_S, 6), scores,
-                          cutter.snippets if cutter is not None else [],
-                          frames_skipped=self.scorer.frames_skipped - skipped0)
+            return TaskResult(task, error=str(exc), mode=self.mode)
+        return TaskResult(task, scores, skipped, mode=self.mode)
 
-
-@dataclass
-class _Cut:
-    detection: Detection
-    start: int
-    """Frame index of the snippet's first frame."""
-    parts: list[np.ndarray]
-    left: int
-    """Frames still to append after the detection."""
-
-
-class SnippetCutter:
-    """Detections at the device's thresholds, each cut as pre-roll plus 2 s while streaming."""
-
-    def __init__(self, worker: Worker, job: Job) -> None:
-        self.job = job
-        self.policy = worker.policy
-        self.policy.reset()
-        self.ring = RingBuffer(frames_for(worker.cfg.audio.pre_roll_s), FRAME_SAMPLES)
-        self.after = frames_for(SNIPPET_AFTER_S)
-        self.index = 0
-        self.open: list[_Cut] = []
-        self.snippets: list[Snippet] = []
-        self.folder = worker.setup.out_dir / SNIPPETS_DIR
-        self.stem = name_part(job.path.stem)
-
-    def feed(self, block: np.ndarray, scores: np.ndarray) -> None:
-        for frame, s in zip(block, scores, strict=True):
-            for cut in self.open:
-                cut.parts.append(frame.copy())
-                cut.left -= 1
-            if self.open and self.open[0].left <= 0:
-                self._write(done_only=True)
-            self.ring.push(frame)
-            for d in self.policy.step(s, self.index):
-                start = self.index + 1 - self.ring.filled_frames
-                self.open.append(_Cut(d, start, [self.ring.snapshot()], self.after))
-            self.index += 1
-
-    def finish(self) -> None:
-        """The stream ended: write what is still open, however short."""
-        self._write(done_only=False)
-
-    def discard(self) -> None:
-        """Remove the snippets already written (the file is being skipped)."""
-        for s in self.snippets:
-            (self.folder.parent / s.path).unlink(missing_ok=True)
-        self.snippets = []
-        self.open = []
-
-    def _write(self, done_only: bool) -> None:
-        import soundfile as sf
-
-        keep = []
-        for cut in self.open:
-            if done_only and cut.left > 0:
-                keep.append(cut)
+    def _exact(self, blocks: Iterable[np.ndarray], lead: int) -> tuple[np.ndarray, int]:
+        """The device's engine over every frame; the lead block's scores are dropped."""
+        parts: list[np.ndarray] = []
+        skipped0 = self.scorer.frames_skipped
+        for i, (block, scores) in enumerate(self.scorer.run(blocks)):
+            if i == 0 and lead:
+                assert len(block) == lead
+                skipped0 = self.scorer.frames_skipped
                 continue
-            d = cut.detection
-            name = f"{self.job.index:05d}_{self.stem}_{name_part(d.model)}_{d.t:.2f}s.wav"
-            private_dir(self.folder)
-            buf = io.BytesIO()
-            sf.write(buf, np.concatenate(cut.parts), SAMPLE_RATE, subtype="PCM_16",
-                     format="WAV")
-            atomic_write(self.folder / name, buf.getvalue())  # 0600: it is someone's speech
-            self.snippets.append(Snippet(str(self.job.path), d.t, d.model, d.score, d.threshold,
-                                         round(cut.start * FRAME_S, 6), f"{SNIPPETS_DIR}/{name}"))
-        self.open = keep
+            parts.append(scores)
+            self.progress(len(block) * FRAME_S)
+        return self._stack(parts), self.scorer.frames_skipped - skipped0
+
+    def _batched(self, blocks: Iterable[np.ndarray], lead: int,
+                 span: SpanScorer) -> tuple[np.ndarray, int]:
+        """Spans of frames at once; a stream's first frames (its warm-up) run exactly."""
+        head = self.lead or 0
+        parts: list[np.ndarray] = []
+        skipped = 0
+        carry = np.zeros((0, FRAME_SAMPLES), np.int16)
+        keep = 0
+        started = lead > 0
+        for i, block in enumerate(blocks):
+            buf = np.concatenate((carry, block)) if len(carry) else block
+            if i == 0 and lead:  # context only
+                carry, keep = buf, len(buf)
+                continue
+            if not started:
+                if len(buf) < head:
+                    carry = buf
+                    continue
+                scores, n = self._exact(iter([buf[:head]]), 0)
+                parts.append(scores)
+                skipped += n
+                keep, started = head, True
+            if len(buf) > keep:
+                scores, n = span.score(buf, keep)
+                parts.append(scores)
+                skipped += n
+                self.progress((len(buf) - keep) * FRAME_S)
+            carry = buf[-head:]
+            keep = len(carry)
+        if not started and len(carry):  # a stream shorter than its warm-up
+            scores, n = self._exact(iter([carry]), 0)
+            parts.append(scores)
+            skipped += n
+        return self._stack(parts), skipped
+
+    def _stack(self, parts: list[np.ndarray]) -> np.ndarray:
+        if parts:
+            return np.concatenate(parts)
+        return np.zeros((0, len(self.scorer.model_names)), np.float32)
 
 
-# ---- the pool --------------------------------------------------------------
+# ---- running the tasks -----------------------------------------------------------
 
 _setup: Setup | None = None
 _queue: Queue[float] | None = None
@@ -206,32 +188,86 @@ def _init(setup: Setup, progress_queue: Queue[float]) -> None:
     _setup, _queue = setup, progress_queue
 
 
-def _run(job: Job) -> FileResult:
+def _run(task: Task) -> TaskResult:
     global _worker
     assert _setup is not None
     if _worker is None:  # built here, not in the initializer, so its errors reach the caller
         assert _queue is not None
         _worker = Worker(_setup, _queue.put)
-    return _worker.run(job)
+    return _worker.run(task)
 
 
-def score_all(jobs: list[Job], setup: Setup, n_jobs: int, sizes: dict[int, float],
-              progress: Callable[[float], Any]) -> list[FileResult]:
-    """Results for every job, in job order. ``sizes``: seconds per job index, for ordering."""
-    order = sorted(jobs, key=lambda j: -sizes.get(j.index, 0.0))
-    results: list[FileResult] = []
-    if not jobs:
-        return results
-    if n_jobs <= 1 or len(jobs) == 1:
+_cluster_workers = threading.local()
+
+
+def run_task(setup: object, token: str, task: Task) -> TaskResult:
+    """A task on a cluster worker: one engine per worker thread and run (``token``)."""
+    assert isinstance(setup, Setup)
+    held = getattr(_cluster_workers, "worker", None)
+    if held is None or held[0] != token:
+        held = (token, Worker(setup))
+        _cluster_workers.worker = held
+    result: TaskResult = held[1].run(task)
+    return result
+
+
+def score_all(jobs: list[Job], setup: Setup, names: tuple[str, ...],
+              infos: dict[int, FileInfo], n_jobs: int, progress: Callable[[float], Any],
+              cluster: str | None = None) -> list[FileResult]:
+    """Results for every job, in job order, with their snippets cut."""
+    # The streaming engine's chunks start their lead early; any other engine would have to
+    # read each chunk's file from the start, so its files are not cut.
+    split = setup.cfg.wake.engine != "openwakeword" and not any(is_micro(n) for n in names)
+    tasks = plan(jobs, infos, split, setup.chunk_frames)
+    tasks.sort(key=lambda t: -_frames(t, infos))
+    if not tasks:
+        return []
+    if cluster is not None:
+        from edge.measure.cluster import run_on_cluster
+
+        def arrived(r: TaskResult) -> None:
+            progress(0.0 if r.scores is None else len(r.scores) * FRAME_S)
+
+        done = run_on_cluster(cluster, run_task, setup, tasks, arrived)
+    elif n_jobs <= 1 or len(tasks) == 1:
         worker = Worker(setup, progress)
-        results = [worker.run(j) for j in order]
+        done = [worker.run(t) for t in tasks]
     else:
-        results = _pooled(order, setup, min(n_jobs, len(jobs)), progress)
-    return sorted(results, key=lambda r: r.job.index)
+        done = _pooled(tasks, setup, min(n_jobs, len(tasks)), progress)
+    return [_stitch(job, [r for r in done if r.task.job.index == job.index], setup, names,
+                    infos) for job in jobs]
 
 
-def _pooled(order: list[Job], setup: Setup, n_jobs: int,
-            progress: Callable[[float], Any]) -> list[FileResult]:
+def _frames(task: Task, infos: dict[int, FileInfo]) -> int:
+    if task.end is not None:
+        return task.end - task.first
+    info = infos.get(task.job.index)
+    return 0 if info is None else info.frames * SAMPLE_RATE // info.rate // FRAME_SAMPLES
+
+
+def _stitch(job: Job, parts: list[TaskResult], setup: Setup, names: tuple[str, ...],
+            infos: dict[int, FileInfo]) -> FileResult:
+    parts.sort(key=lambda r: r.task.first)
+    mode = parts[0].mode if parts else setup.mode
+    bad = next((r.error for r in parts if r.error is not None), None)
+    if bad is not None or not parts:
+        return FileResult(job, error=bad or "not scored", mode=mode)
+    scores = np.concatenate([r.scores for r in parts if r.scores is not None])
+    skipped = sum(r.frames_skipped for r in parts)
+    if job.kind == "positive":
+        info = infos.get(job.index)
+        seconds = info.frames / info.rate if info is not None else 0.0
+        return FileResult(job, round(seconds, 6), scores, frames_skipped=skipped, mode=mode)
+    found = snippets.detections(setup.cfg, names, scores)
+    cut = snippets.cut(setup.cfg, job, found, len(scores), setup.out_dir)
+    return FileResult(job, round(len(scores) * FRAME_S, 6), scores, cut, frames_skipped=skipped,
+                      mode=mode, chunks=len(parts))
+
+
+def _pooled(tasks: list[Task], setup: Setup, n_jobs: int,
+            progress: Callable[[float], Any]) -> list[TaskResult]:
+    """``n_jobs - 1`` worker processes and this one: it takes the tasks no process has
+    started yet, from the shortest (a cancelled future is one a process will not run)."""
     ctx = mp.get_context("spawn")
     progress_queue = ctx.Queue()
 
@@ -242,11 +278,17 @@ def _pooled(order: list[Job], setup: Setup, n_jobs: int,
             except queue_mod.Empty:
                 return
 
-    results: list[FileResult] = []
-    pool = ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_init,
+    results: list[TaskResult] = []
+    pool = ProcessPoolExecutor(n_jobs - 1, mp_context=ctx, initializer=_init,
                                initargs=(setup, progress_queue))
     try:
-        pending = {pool.submit(_run, job) for job in order}
+        futures = [pool.submit(_run, task) for task in tasks]
+        here = Worker(setup, progress)  # built while the processes start
+        for task, future in zip(reversed(tasks), reversed(futures), strict=True):
+            drain()
+            if future.cancel():
+                results.append(here.run(task))
+        pending = {f for f in futures if not f.cancelled()}
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             drain()

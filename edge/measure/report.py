@@ -21,10 +21,17 @@ from edge import __version__
 from edge.config import WakeConfig
 from edge.files import atomic_write, private_dir
 from edge.measure.corpus import Corpus
-from edge.measure.pool import SNIPPET_AFTER_S, FileResult, Snippet
+from edge.measure.pool import FileResult
+from edge.measure.snippets import SNIPPET_AFTER_S, Snippet
 from edge.measure.sweep import SweepPoint, at_target, policy_at, sweep
 
 MAX_TIMELINES = 60
+MODE_TEXT = {
+    "exact": "exact: the device's engine on every frame, scores bit for bit the device's",
+    "batched": "batched: the device's arithmetic over whole spans of frames, scores within "
+               "float32 rounding of the device's (held within 1e-5 by the tests, with "
+               "identical detections)",
+}
 """Timeline plots drawn: the first this many negative files (the report says so when cut)."""
 
 
@@ -44,6 +51,12 @@ class Measurement:
     results: list[FileResult]
     wall_s: float
     jobs: int
+    mode: str = "batched"
+    """How the scores were computed: ``batched`` or ``exact`` (see :data:`MODE_TEXT`)."""
+    cluster: str | None = None
+    """The Dask scheduler's address, when the work ran there."""
+    plots: bool = True
+    """Whether the plots are drawn (matplotlib is imported only then)."""
     curves: dict[str, list[SweepPoint]] = field(default_factory=dict)
 
     @property
@@ -141,6 +154,7 @@ def to_json(m: Measurement, plots: dict[str, Any]) -> dict[str, Any]:
             "refractory_s": w.refractory_s, "grouping_window_s": w.refractory_s,
             "idle_gate": w.idle_gate, "idle_gate_dbfs": w.idle_gate_dbfs if w.idle_gate else None,
             "device_thresholds": {n: m.device_threshold(n) for n in m.names},
+            "scoring": m.mode, "scoring_note": MODE_TEXT[m.mode],
         },
         "thresholds": m.thresholds,
         "target_false_accepts_per_hour": m.target_fa_per_hour,
@@ -148,7 +162,7 @@ def to_json(m: Measurement, plots: dict[str, Any]) -> dict[str, Any]:
                        "the target; no interpolation",
         "models": per_model,
         "files": [{"path": str(r.job.path), "audio_s": r.audio_s,
-                   "frames_skipped_by_idle_gate": r.frames_skipped,
+                   "frames_skipped_by_idle_gate": r.frames_skipped, "chunks": r.chunks,
                    "activations_at_device_threshold": {
                        n: sum(1 for s in r.snippets if s.model == n) for n in m.names},
                    "timeline": plots["timelines"].get(r.job.index)} for r in m.negatives],
@@ -159,7 +173,7 @@ def to_json(m: Measurement, plots: dict[str, Any]) -> dict[str, Any]:
                      "pre_roll_s": m.pre_roll_s, "after_s": SNIPPET_AFTER_S},
         "plots": {"det": plots["det"], "timelines_drawn": len(plots["timelines"]),
                   "timelines_cut": plots["timelines_cut"]},
-        "speed": {"jobs": m.jobs, "wall_s": round(m.wall_s, 3),
+        "speed": {"jobs": m.jobs, "cluster": m.cluster, "wall_s": round(m.wall_s, 3),
                   "x_realtime": round(sum(r.audio_s for r in m.results) / m.wall_s, 1)
                   if m.wall_s > 0 else None},
     }
@@ -176,6 +190,8 @@ def write_csv(path: Path, snippets: Sequence[Snippet]) -> None:
 
 
 def draw_plots(m: Measurement, out: Path) -> dict[str, Any]:
+    if not m.plots:
+        return {"det": None, "timelines": {}, "timelines_cut": len(m.negatives)}
     from edge.measure import plots
 
     folder = private_dir(out / "plots")
@@ -236,8 +252,12 @@ def to_html(m: Measurement, report: dict[str, Any], out: Path) -> str:
     for n in m.names:
         parts.append(f"<li>{e(report['models'][n]['statement'])}</li>")
         parts.append(f"<li>{e(report['models'][n]['target_statement'])}</li>")
-    parts.append("</ul><h2>DET curve</h2>")
-    parts.append(_img(out, report["plots"]["det"], "DET curve"))
+    parts.append(f"</ul><p>Scoring: {e(MODE_TEXT[m.mode])}.</p>")
+    if report["plots"]["det"] is not None:
+        parts.append("<h2>DET curve</h2>")
+        parts.append(_img(out, report["plots"]["det"], "DET curve"))
+    else:
+        parts.append("<p>Plots were not drawn (--no-plots).</p>")
     for n in m.names:
         parts.append(f"<h2>Sweep: {e(n)}</h2><table><tr><th>threshold</th><th>activations</th>"
                      "<th>false accepts / h</th><th>misses</th><th>miss rate</th></tr>")

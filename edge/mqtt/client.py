@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.errors import ConfigError
 from edge.mqtt.topics import BrokerSettings
-from edge.privacy.secrets import need_tls_files, read_secret
+from edge.privacy.secrets import need_file, read_secret
 
 if TYPE_CHECKING:
     from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
@@ -58,16 +58,17 @@ def new_client(s: BrokerSettings, client_id: str, will: Will | None = None) -> A
     client.max_queued_messages_set(MAX_QUEUED)
     client.reconnect_delay_set(1, 60)
     if s.tls:
-        need_tls_files(s.key_prefix, s.ca, s.cert, s.key)
+        for name, path in (("ca", s.ca), ("cert", s.cert), ("key", s.key)):
+            need_file(path, s.setting(name))
         try:
             client.tls_set(ca_certs=s.ca or None, certfile=s.cert or None,
                            keyfile=s.key or None, cert_reqs=ssl.CERT_REQUIRED)
         except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(f"cannot load the TLS files {s.key_prefix}.ca/cert/key ({exc}); "
-                              "give PEM files the recorder can read") from None
+            raise ConfigError(f"cannot load the TLS files {s.settings_named('ca', 'cert', 'key')} "
+                              f"({exc}); give PEM files the recorder can read") from None
     if s.username:
         client.username_pw_set(s.username, read_secret(s.password_file,
-                                                       f"{s.key_prefix}.password_file"))
+                                                       s.setting("password_file")))
     if will is not None:
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
     return client
@@ -157,8 +158,8 @@ class MqttConnection:
         if reason.is_failure:
             msg = f"{self.settings.where} refused the connection ({reason})"
             if msg != self._last_error:
-                log.error("%s; check %s.username and %s.password_file", msg,
-                          self.settings.key_prefix, self.settings.key_prefix)
+                log.error("%s; check %s", msg,
+                          self.settings.settings_named("username", "password_file"))
                 self._last_error = msg
             return
         self.connects += 1
@@ -191,9 +192,8 @@ class MqttConnection:
     def _connect_failed(self, _c: Client, _u: object) -> None:
         msg = f"cannot reach {self.settings.where}"
         if msg != self._last_error:
-            log.warning("%s; retrying in the background (check %s.host and %s.port, and that "
-                        "the broker runs)", msg, self.settings.key_prefix,
-                        self.settings.key_prefix)
+            log.warning("%s; retrying in the background (check %s, and that the broker "
+                        "runs)", msg, self.settings.settings_named("host", "port"))
             self._last_error = msg
 
     def _disconnected(self, _c: Client, _u: object, _flags: DisconnectFlags, reason: ReasonCode,

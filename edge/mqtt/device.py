@@ -52,7 +52,7 @@ from edge.mqtt import command_payloads as commands
 from edge.mqtt.client import MqttConnection, Will
 from edge.mqtt.discovery import discovery_payload, discovery_topic
 from edge.mqtt.lanes import Lanes
-from edge.mqtt.messages import activation_message, encode, state_message
+from edge.mqtt.messages import activation_message, encode, state_message, transcript_message
 from edge.mqtt.topics import BrokerSettings, DeviceTopics
 from edge.pipeline.events import (
     ActivationEnded,
@@ -62,6 +62,7 @@ from edge.pipeline.events import (
     State,
     StateChanged,
     ThresholdChanged,
+    TranscriptReady,
 )
 from edge.pipeline.outcome import counts_as_false
 from edge.pipeline.recorder import Recorder
@@ -222,7 +223,7 @@ class MqttPlugin:
                 mode=mode, mute_causes=list(self._mute_causes), models=dict(self._thresholds),
                 version=__version__, uptime_s=self.clock.monotonic() - self._start_mono,
                 rtf=self._rtf, last_activation=self._last, false_per_hour=false_last_hour,
-                wall_time=now, error=error)
+                wall_time=now, error=error, name=self.m.name)
 
     def publish_state(self) -> None:
         if self._mode == State.STOPPED.value:
@@ -240,7 +241,8 @@ class MqttPlugin:
     def _announce(self) -> None:
         if self.m.discovery and self.conn is not None:
             self.conn.publish(discovery_topic(self.m.discovery_prefix, self.topics.device_id),
-                              encode(discovery_payload(self.topics)), qos=1, retain=True)
+                              encode(discovery_payload(self.topics, self.m.name)),
+                              qos=1, retain=True)
 
     # ---- the bus thread ---------------------------------------------------------
 
@@ -267,20 +269,31 @@ class MqttPlugin:
         elif isinstance(ev, ThresholdChanged):
             with self._lock:
                 self._thresholds = dict(ev.thresholds)
+        elif isinstance(ev, TranscriptReady):
+            self._transcript(ev)
+            return
         else:
             return
         self.publish_state()
+
+    def _transcript(self, ev: TranscriptReady) -> None:
+        """The person's words leave on MQTT only where the owner opted in."""
+        if not self.cfg.assist.stt.publish_transcripts or self.conn is None:
+            return
+        msg = transcript_message(activation_id=ev.activation_id, wall_time=self.clock.wall(),
+                                 model=ev.wake_word, seconds=ev.seconds, text=ev.text)
+        self.conn.publish(self.topics.transcript, encode(msg), qos=1, retain=False)
 
     def _activation(self, ev: ActivationEnded) -> None:
         d = ev.detection
         msg = activation_message(
             activation_id=ev.activation_id, wall_time=ev.wall_time, model=d.model,
-            score=d.score, threshold=d.threshold, reason=ev.reason, duration_s=ev.duration_s,
+            score=ev.peak, threshold=d.threshold, reason=ev.reason, duration_s=ev.duration_s,
             likely_false=ev.likely_false, kept=ev.clip_id is not None)
         with self._lock:
             self._last = {"id": ev.activation_id, "time": iso(ev.wall_time),
                           "wall_time": round(ev.wall_time, 3), "model": d.model,
-                          "score": round(float(d.score), 4)}
+                          "score": msg["score"]}
             self._recent[ev.activation_id] = _Recent(ev.wall_time, ev.likely_false)
         if self.conn is not None:
             self.conn.publish(self.topics.activation, encode(msg), qos=1, retain=False)

@@ -22,7 +22,8 @@ def discovery_topic(prefix: str, device_id: str) -> str:
     return f"{prefix}/device/{device_id}/config"
 
 
-def discovery_payload(topics: DeviceTopics) -> dict[str, Any]:
+def discovery_payload(topics: DeviceTopics, device_name: str = "") -> dict[str, Any]:
+    """``device_name``: the device's friendly name (``mqtt.name``), else one made of its id."""
     did = topics.device_id
     uid = f"edge_recorder_{did}"
     state = topics.state
@@ -31,7 +32,7 @@ def discovery_payload(topics: DeviceTopics) -> dict[str, Any]:
         return {"p": platform, "name": name, "unique_id": f"{uid}_{key}", **extra}
 
     return {
-        "dev": {"identifiers": [uid], "name": f"edge-recorder {did[:6]}",
+        "dev": {"identifiers": [uid], "name": device_name or f"edge-recorder {did[:6]}",
                 "manufacturer": "edge-recorder", "model": "wake-word edge recorder",
                 "sw_version": __version__},
         "o": {"name": "edge-recorder", "sw_version": __version__},

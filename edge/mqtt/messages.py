@@ -6,7 +6,8 @@ publisher is logged and skipped, never stored).
 
 ``state`` (retained)::
 
-    {"mode": "listening", "muted": false, "mute_causes": [], "recording": false,
+    {"name": "kitchen pi", "simulated": false, "mode": "listening", "muted": false,
+     "mute_causes": [], "recording": false,
      "models": {"hey_jarvis": {"threshold": 0.5}}, "version": "0.1.0", "uptime_s": 12.3,
      "rtf": 0.11, "last_activation": {"id": "...", "time": "...Z", "wall_time": 1.7e9,
      "model": "hey_jarvis", "score": 0.93}, "false_per_hour": 0.0, "error": null,
@@ -17,6 +18,10 @@ publisher is logged and skipped, never stored).
     {"event_type": "activation", "id": "...", "time": "...Z", "wall_time": 1.7e9,
      "model": "hey_jarvis", "score": 0.93, "threshold": 0.5, "reason": "silence",
      "duration_s": 3.4, "likely_false": false, "kept": true}
+
+Every ``score`` of an activation (here and in ``last_activation``) is its peak score:
+the highest over the whole run of frames over the threshold that triggered it, the
+number ``edge log`` shows as ``peak``, the sidecar as ``score`` and replay as ``peak``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import math
 from typing import Any
 
 from edge.clock import iso
+from edge.config.rules import name_refusal
 
 MODES = ("listening", "recording", "muted", "error")
 STATUS = ("online", "offline")
@@ -42,8 +48,13 @@ class BadMessage(ValueError):
 def state_message(*, mode: str, mute_causes: list[str], models: dict[str, float],
                   version: str, uptime_s: float, rtf: float | None,
                   last_activation: dict[str, Any] | None, false_per_hour: float,
-                  wall_time: float, error: str | None = None) -> dict[str, Any]:
+                  wall_time: float, error: str | None = None, name: str = "",
+                  simulated: bool = False) -> dict[str, Any]:
+    """``name``: the device's friendly name (``mqtt.name``; '' sends null); ``simulated``:
+    true only from ``edge simulate-fleet``, so a dashboard can tell its devices apart."""
     return {
+        "name": name or None,
+        "simulated": bool(simulated),
         "mode": mode,
         "muted": mode == "muted",
         "mute_causes": list(mute_causes),
@@ -63,18 +74,34 @@ def state_message(*, mode: str, mute_causes: list[str], models: dict[str, float]
 def activation_message(*, activation_id: str, wall_time: float, model: str, score: float,
                        threshold: float, reason: str, duration_s: float, likely_false: bool,
                        kept: bool) -> dict[str, Any]:
+    """``score``: the activation's peak (``ActivationEnded.peak``, 6 decimals as the log's)."""
     return {
         "event_type": EVENT_TYPE,
         "id": activation_id,
         "time": iso(wall_time),
         "wall_time": round(wall_time, 3),
         "model": model,
-        "score": round(float(score), 4),
+        "score": round(float(score), 6),
         "threshold": round(float(threshold), 4),
         "reason": reason,
         "duration_s": round(float(duration_s), 3),
         "likely_false": bool(likely_false),
         "kept": bool(kept),
+    }
+
+
+def transcript_message(*, activation_id: str, wall_time: float, model: str, seconds: float,
+                       text: str) -> dict[str, Any]:
+    """``event/transcript``: what the speech-to-text server heard after activation
+    ``activation_id`` (sent only with ``assist.stt.publish_transcripts``)."""
+    return {
+        "event_type": "transcript",
+        "id": activation_id,
+        "time": iso(wall_time),
+        "wall_time": round(wall_time, 3),
+        "model": model,
+        "seconds": round(float(seconds), 3),
+        "text": text,
     }
 
 
@@ -134,7 +161,13 @@ def check_state(obj: dict[str, Any]) -> dict[str, Any]:
         thresholds[str(name)[:64]] = float(_need(m, "threshold", (int, float)))
     last = _need(obj, "last_activation", dict, optional=True)
     causes = _need(obj, "mute_causes", list, optional=True) or []
+    friendly = _need(obj, "name", str, optional=True) or ""
+    why = name_refusal(friendly, "'name'")
+    if why is not None:
+        raise BadMessage(why)
     return {
+        "name": friendly,
+        "simulated": _need(obj, "simulated", bool, optional=True) is True,
         "mode": mode,
         "mute_causes": [str(c)[:16] for c in causes[:4]],
         "models": thresholds,

@@ -42,6 +42,11 @@ class DeviceTopics:
         return f"{self.root}/event/activation"
 
     @property
+    def transcript(self) -> str:
+        """A speech-to-text transcript (``assist.stt.publish_transcripts``)."""
+        return f"{self.root}/event/transcript"
+
+    @property
     def commands(self) -> str:
         """The subscription: one level only, so our own ``.../result`` never comes back."""
         return f"{self.root}/cmd/+"
@@ -64,6 +69,14 @@ def parse_topic(base: str, topic: str) -> tuple[str, str] | None:
     return device, rest
 
 
+BROKER_OPTION = "--broker"
+BROKER_OPTIONS = {"host": BROKER_OPTION, "port": BROKER_OPTION, "tls": BROKER_OPTION,
+                  "ca": "--broker-ca", "username": "--broker-username",
+                  "password_file": "--broker-password-file"}
+"""The command-line options of `edge dashboard` and `edge simulate-fleet` that set each
+broker setting (edge/commands/dashboard.py); no option sets a client certificate."""
+
+
 @dataclass(frozen=True)
 class BrokerSettings:
     """How to reach a broker; ``[mqtt]`` and ``--broker URL`` both become one of these."""
@@ -79,7 +92,20 @@ class BrokerSettings:
     protocol: str = "5"
     keepalive_s: int = 60
     key_prefix: str = "mqtt"
-    """Config key prefix named in errors (``mqtt`` or ``--broker``)."""
+    """Config key prefix named in errors (``mqtt``, ``upload.mqtt``), or ``--broker`` for
+    settings from the command line (`edge dashboard`, `edge simulate-fleet`)."""
+
+    def setting(self, name: str) -> str:
+        """Where a person sets ``name`` (``host``, ``ca``, ``password_file``, ...): the config
+        key ``mqtt.host``, or for a ``--broker`` URL the option that holds it ('' for none)."""
+        if self.key_prefix == BROKER_OPTION:
+            return BROKER_OPTIONS.get(name, "")
+        return f"{self.key_prefix}.{name}"
+
+    def settings_named(self, *names: str) -> str:
+        """``mqtt.host and mqtt.port``; a URL's host and port are both ``--broker``."""
+        keys = [k for k in dict.fromkeys(self.setting(n) for n in names) if k]
+        return " and ".join(keys)
 
     @property
     def where(self) -> str:
@@ -103,8 +129,9 @@ def broker_from_url(url: str, *, ca: str = "", username: str = "", password_file
         raise UsageError(f"--broker {url!r} is not a broker URL; give mqtt://HOST[:PORT] or "
                          "mqtts://HOST[:PORT] (TLS)")
     if parts.username or parts.password:
-        raise UsageError("--broker holds credentials; give --username and --password-file "
-                         "instead (a URL ends up in logs and process lists)")
+        raise UsageError("--broker holds credentials; give --broker-username and "
+                         "--broker-password-file instead (a URL ends up in logs and process "
+                         "lists)")
     tls = parts.scheme == "mqtts"
     try:
         port = parts.port or (8883 if tls else 1883)
@@ -118,4 +145,4 @@ def broker_from_url(url: str, *, ca: str = "", username: str = "", password_file
         raise UsageError(f"--broker {url!r} has a host name that is not valid; give a DNS "
                          "name or an IP address") from None
     return BrokerSettings(host, port, tls, ca, "", "", username,
-                          password_file, protocol, key_prefix="--broker")
+                          password_file, protocol, key_prefix=BROKER_OPTION)

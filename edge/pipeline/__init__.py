@@ -6,7 +6,7 @@ from edge import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "clip": ("Clip",),
     "events": ("EventBus", "State", "StateChanged", "DetectionEvent", "RecordingStarted",
-               "RecordingStopped", "ActivationEnded", "ClipReady", "MuteChanged",
+               "RecordingStopped", "ActivationEnded", "ClipReady", "ClipUploaded", "MuteChanged",
                "UnmuteRefused", "CancelPressed", "HardwareFault"),
     "recorder": ("Recorder", "RecorderStats"),
     "runner": ("Runner",),

@@ -18,6 +18,8 @@ class Clip:
     activation_id: str
     model: str
     score: float
+    """The activation's peak score: the highest over the whole run of frames over the
+    threshold that triggered it (``ActivationEnded.peak``)."""
     threshold: float
     start: float
     """Stream time (s) of the first sample."""

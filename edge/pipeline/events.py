@@ -87,8 +87,17 @@ class ActivationEnded:
     duration_s: float
     vad_speech_ratio: float
     likely_false: bool
+    run: ScoreRun
+    """The run of frames over the threshold that triggered it, as far as it went before the
+    activation ended (edge.wake.policy ``run_of``)."""
     audio: np.ndarray | None = None
     """The discarded audio, only for the opt-in false-activation keeper; never logged."""
+
+    @property
+    def peak(self) -> float:
+        """The activation's peak score: the highest over its whole run. The one number the
+        activation log, the sidecar, MQTT, the dashboard and replay show."""
+        return self.run.peak
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,45 @@ class ClipReady:
     clip: Clip
 
 
+@dataclass(frozen=True)
+class ClipUploaded:
+    """The destination acknowledged a clip (the uploader's thread publishes it)."""
+
+    clip_id: str
+    destination: str
+
+
+@dataclass(frozen=True)
+class TurnStreamed:
+    """An activation's utterance was streamed to a voice assistant (edge.assist), published
+    on the audio thread when the turn ends: before its ``ActivationEnded``. Metadata only."""
+
+    activation_id: str
+    destination: str
+    """Where the audio went, e.g. 'esphome://192.0.2.7:50312' (the ledger's destination)."""
+    wake_word: str
+    seconds: float
+    """Seconds of audio handed over (16 kHz 16-bit mono)."""
+    bytes: int
+    ended_by: str
+    """vad, max_record_s, mute, cancelled, assistant, disconnected, ..."""
+
+
+@dataclass(frozen=True)
+class TranscriptReady:
+    """A speech-to-text server transcribed an activation's utterance (edge.assist.stt),
+    published on its uploader's thread, after the activation ended. The text is the person's
+    words: each subscriber keeps or sends it only where the owner opted in."""
+
+    activation_id: str
+    destination: str
+    """Where the audio went, e.g. 'http://127.0.0.1:8000' (the ledger's destination)."""
+    wake_word: str
+    seconds: float
+    """Seconds of audio sent (the pre-roll included)."""
+    text: str
+
+
 # ---- what the hardware publishes: what the person did, and what the device could not do
 
 
@@ -145,6 +193,8 @@ class MuteChanged:
     t: float
     """Stream time, seconds."""
     wall_time: float
+    reason: str = ""
+    """What changed it, in words (e.g. 'switch', 'muted by command')."""
 
 
 @dataclass(frozen=True)
@@ -176,8 +226,9 @@ class HardwareFault:
 
 
 Event = StateChanged | DetectionEvent | RecordingStarted | RecordingStopped | ActivationEnded | \
-    ClipReady | StreamStarted | ThresholdChanged | RunEnded | LoopHealth | MuteChanged | \
-    UnmuteRefused | CancelPressed | HardwareFault
+    ClipReady | ClipUploaded | TurnStreamed | TranscriptReady | StreamStarted | \
+    ThresholdChanged | RunEnded | \
+    LoopHealth | MuteChanged | UnmuteRefused | CancelPressed | HardwareFault
 
 
 class _Subscriber:
@@ -228,14 +279,40 @@ class _Flushed:
     done: threading.Event
 
 
-class EventBus:
-    """Fan-out of recorder events to subscribers, each on its own thread."""
+class _Inline:
+    """A subscriber called on the publisher's thread (an ``inline`` bus)."""
 
-    def __init__(self) -> None:
-        self._subs: list[_Subscriber] = []
+    def __init__(self, name: str, fn: Callable[[Event], None]) -> None:
+        self.name, self.fn = name, fn
+        self.dropped = self.failures = 0
+
+    def offer(self, event: Any) -> None:
+        if event is _STOP:
+            return
+        if isinstance(event, _Flushed):
+            event.done.set()
+            return
+        try:
+            self.fn(event)
+        except Exception:
+            self.failures += 1
+            log.exception("subscriber %s failed on %s", self.name, type(event).__name__)
+
+
+class EventBus:
+    """Fan-out of recorder events to subscribers, each on its own thread.
+
+    ``inline=True`` calls each subscriber on the publisher's thread instead, as the event
+    happens: for ``edge replay``, which has no audio loop to protect and whose output
+    follows the stream. The live daemon never uses it.
+    """
+
+    def __init__(self, inline: bool = False) -> None:
+        self.inline = inline
+        self._subs: list[_Subscriber | _Inline] = []
 
     def subscribe(self, name: str, fn: Callable[[Event], None], maxsize: int = 1000) -> None:
-        self._subs.append(_Subscriber(name, fn, maxsize))
+        self._subs.append(_Inline(name, fn) if self.inline else _Subscriber(name, fn, maxsize))
 
     def publish(self, event: Event) -> None:
         for s in self._subs:
@@ -258,5 +335,6 @@ class EventBus:
         for s in self._subs:
             s.offer(_STOP)
         for s in self._subs:
-            s.thread.join(timeout)
+            if isinstance(s, _Subscriber):
+                s.thread.join(timeout)
         self._subs.clear()

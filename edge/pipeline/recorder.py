@@ -12,6 +12,9 @@ speech (``silence``), no speech at all (``no_speech``), or the cap
 What happens is published on the event bus (other threads) and, for state changes,
 also handed to ``listeners`` on the audio thread, in order, as it happens: the
 hardware chimes, lights and holds the mute from there, never by polling.
+
+Why one module of over 400 lines: it is one state machine; every transition touches the
+same recording, ring buffer and held clips, which split modules would share by hand.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from edge.pipeline.events import (
 )
 from edge.pipeline.outcome import LIKELY_FALSE
 from edge.wake.engine import WakeEngine
-from edge.wake.policy import Detection, DetectionPolicy
+from edge.wake.policy import Detection, DetectionPolicy, ScoreRun
 from edge.wake.vad import Vad
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,19 @@ class StateListener(Protocol):
     the recorder (gate it, mute it again)."""
 
     def state_changed(self, recorder: Recorder, change: StateChanged) -> None: ...
+
+
+class RecordingTap(Protocol):
+    """Told on the audio thread of each recording's audio as it is captured (a voice-assistant
+    hand-off streams it): the pre-roll at its start (the wake word included), then each frame
+    that joins it, then its end with the reason. The arrays are the recorder's own: copy."""
+
+    def recording_started(self, activation_id: str, detection: Detection,
+                          pre_roll: np.ndarray) -> None: ...
+
+    def recording_frame(self, frame: np.ndarray) -> None: ...
+
+    def recording_ended(self, reason: str) -> None: ...
 
 
 def frames_for(seconds: float) -> int:
@@ -79,6 +95,7 @@ class _Recording:
 class _Held:
     clip: Clip
     detection: Detection
+    run: ScoreRun
     release_at: int
     """Frame index at which the cancel window closes and the clip goes to the sinks."""
 
@@ -110,10 +127,12 @@ class Recorder:
         keep_no_speech: bool = False,
         keep_false_audio: bool = False,
         listeners: Sequence[StateListener] = (),
+        taps: Sequence[RecordingTap] = (),
     ) -> None:
         self.engine = engine
         self.policy = policy
         self.listeners = tuple(listeners)
+        self.taps = tuple(taps)
         self.vad = vad
         self.cfg = record
         self.bus = bus
@@ -162,6 +181,8 @@ class Recorder:
         if self.state is State.RECORDING:
             assert self._rec is not None
             self._rec.frames.append(frame.copy())
+            for tap in self.taps:
+                tap.recording_frame(frame)
             for d in dets:
                 self.stats.ignored_detections += 1
                 self.bus.publish(DetectionEvent(d, self._rec.activation_id, self.clock.wall(),
@@ -185,6 +206,8 @@ class Recorder:
                          idx + 1 - self.ring.filled_frames, [self.ring.snapshot()])
         self._rec = rec
         self.vad.reset()
+        for tap in self.taps:  # before the state change: a listener may mute at once
+            tap.recording_started(rec.activation_id, d, rec.frames[0])
         self.bus.publish(DetectionEvent(d, rec.activation_id, rec.wall_time))
         self._set_state(State.RECORDING, "detection")
         self.bus.publish(RecordingStarted(rec.activation_id, rec.clip_id, d.model, self.t,
@@ -213,10 +236,13 @@ class Recorder:
         rec = self._rec
         assert rec is not None
         self._rec = None
+        for tap in self.taps:
+            tap.recording_ended(reason)
         audio = np.concatenate(rec.frames)
         ratio = rec.speech_frames / rec.post_frames if rec.post_frames else 0.0
         start = round(rec.start_frame * FRAME_S, 6)
-        clip = Clip(rec.clip_id, rec.activation_id, rec.detection.model, rec.detection.score,
+        run = self.policy.run_of(rec.detection)  # its peak is the activation's, everywhere
+        clip = Clip(rec.clip_id, rec.activation_id, rec.detection.model, run.peak,
                     rec.detection.threshold, start, round(start + len(audio) / SAMPLE_RATE, 6),
                     rec.detection.t, reason, ratio, rec.wall_time, audio)
         self._count(reason)
@@ -224,13 +250,14 @@ class Recorder:
                                           self.clock.wall()))
         self._set_state(State.LISTENING, reason)
         if reason == "no_speech" and not self.keep_no_speech:
-            self._discard(clip, rec.detection, reason)
+            self._discard(clip, rec.detection, run, reason)
         elif self.cancel_frames > 0 and reason != "shutdown":
-            self._held.append(_Held(clip, rec.detection, self.frame_index + self.cancel_frames))
+            self._held.append(_Held(clip, rec.detection, run,
+                                    self.frame_index + self.cancel_frames))
         else:
-            self._release(clip, rec.detection)
+            self._release(clip, rec.detection, run)
 
-    def _release(self, clip: Clip, d: Detection) -> None:
+    def _release(self, clip: Clip, d: Detection, run: ScoreRun) -> None:
         self.stats.clips += 1
         try:
             self.clip_out(clip)
@@ -238,19 +265,19 @@ class Recorder:
             self.bus.publish(ClipReady(clip))
             self.bus.publish(ActivationEnded(clip.activation_id, d, clip.wall_time, clip.id,
                                              clip.reason, clip.duration_s, clip.vad_speech_ratio,
-                                             clip.reason in LIKELY_FALSE))
+                                             clip.reason in LIKELY_FALSE, run))
 
-    def _discard(self, clip: Clip, d: Detection, reason: str) -> None:
+    def _discard(self, clip: Clip, d: Detection, run: ScoreRun, reason: str) -> None:
         self.stats.discarded += 1
         audio = clip.audio if self.keep_false_audio else None
         self.bus.publish(ActivationEnded(clip.activation_id, d, clip.wall_time, None, reason,
                                          clip.duration_s, clip.vad_speech_ratio,
-                                         reason in LIKELY_FALSE, audio))
+                                         reason in LIKELY_FALSE, run, audio))
 
     def _release_due(self, idx: int) -> None:
         while self._held and self._held[0].release_at <= idx:
             h = self._held.pop(0)
-            self._release(h.clip, h.detection)
+            self._release(h.clip, h.detection, h.run)
 
     def _set_state(self, new: State, reason: str) -> None:
         if new is not self.state:
@@ -270,6 +297,12 @@ class Recorder:
         if refusal:  # the last guard: whoever asks, the device never records every word
             raise ValueError(refusal)
         self.policy.set_threshold(model, threshold)
+        self.bus.publish(ThresholdChanged(self.policy.thresholds, self.t, self.clock.wall()))
+
+    def use_detector(self, engine: WakeEngine, policy: DetectionPolicy) -> None:
+        """Listen for other wake words from the next frame on (a voice assistant chose them);
+        observers get a ``ThresholdChanged`` naming the new models."""
+        self.engine, self.policy = engine, policy
         self.bus.publish(ThresholdChanged(self.policy.thresholds, self.t, self.clock.wall()))
 
     def mute(self, reason: str = "switch", keep_held: bool = False) -> None:
@@ -298,7 +331,7 @@ class Recorder:
         if self._held:
             h = self._held.pop()
             self._count("cancelled_by_user")
-            self._discard(h.clip, h.detection, "cancelled_by_user")
+            self._discard(h.clip, h.detection, h.run, "cancelled_by_user")
             return True
         return False
 
@@ -308,7 +341,7 @@ class Recorder:
         n = len(self._held)
         while self._held:
             h = self._held.pop(0)
-            self._release(h.clip, h.detection)
+            self._release(h.clip, h.detection, h.run)
         return n
 
     def _abort(self, reason: str) -> bool:
@@ -316,6 +349,8 @@ class Recorder:
         rec, self._rec = self._rec, None
         if rec is None:
             return False
+        for tap in self.taps:
+            tap.recording_ended(reason)
         self._count(reason)
         self.stats.discarded += 1
         self.bus.publish(RecordingStopped(rec.activation_id, rec.clip_id, reason, self.t,
@@ -323,7 +358,8 @@ class Recorder:
         self.bus.publish(ActivationEnded(
             rec.activation_id, rec.detection, rec.wall_time, None, reason,
             round(rec.post_frames * FRAME_S, 3),
-            rec.speech_frames / rec.post_frames if rec.post_frames else 0.0, True))
+            rec.speech_frames / rec.post_frames if rec.post_frames else 0.0, True,
+            self.policy.run_of(rec.detection)))
         for f in rec.frames:
             f.fill(0)
         rec.frames.clear()
@@ -339,7 +375,7 @@ class Recorder:
             self.stats.discarded += 1
             self.bus.publish(ActivationEnded(clip.activation_id, h.detection, clip.wall_time,
                                              None, reason, clip.duration_s,
-                                             clip.vad_speech_ratio, True))
+                                             clip.vad_speech_ratio, True, h.run))
             clip.audio.fill(0)
 
     def _count(self, reason: str) -> None:

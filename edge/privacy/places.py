@@ -1,8 +1,9 @@
 """Where edge-recorder keeps things under ``state_dir``, named once for every module and command.
 
-Audio lives in exactly three places, and ``edge purge`` empties all three:
-the local clips directory, the outbox (queued uploads and quarantined entries),
-and the opt-in false-activation audio of the activation log. In each, only the names we
+Audio lives in exactly four places, and ``edge purge`` empties all four:
+the local clips directory, the outbox (queued uploads and quarantined entries), the
+speech-to-text outbox (utterances waiting for the server, ``assist.mode = "stt"``), and
+the opt-in false-activation audio of the activation log. In each, only the names we
 issue are ours to delete: ``output.clips_dir`` may be a folder the owner also uses.
 """
 
@@ -16,6 +17,8 @@ from edge.config import Config
 from edge.files import CLIP_ID, ENTRY_ID
 
 OUTBOX_DIR = "outbox"
+STT_OUTBOX_DIR = "stt-outbox"
+"""Utterances waiting for the speech-to-text server (assist.mode = "stt")."""
 LEDGER_FILE = "ledger.jsonl"
 LOCK_FILE = "daemon.lock"
 FALSE_AUDIO_DIR = "false_audio"
@@ -65,6 +68,11 @@ def audio_places(cfg: Config) -> list[AudioPlace]:
                    _ours(rf"{entry}\.clip(?:\.[0-9]+)?", rf"{_DB}\.corrupt-[0-9]+{_SQLITE_SIDE}"),
                    state),
         AudioPlace("outbox index", outbox, _ours(rf"{_DB}{_SQLITE_SIDE}"), state),
+        AudioPlace("speech-to-text queue", state / STT_OUTBOX_DIR / "spool",
+                   _ours(rf"{entry}\.clip"), state),
+        AudioPlace("speech-to-text quarantine", state / STT_OUTBOX_DIR / "quarantine",
+                   _ours(rf"{entry}\.clip(?:\.[0-9]+)?", rf"{_DB}\.corrupt-[0-9]+{_SQLITE_SIDE}"),
+                   state),
         AudioPlace("false-activation audio", state / FALSE_AUDIO_DIR,
                    _ours(rf"{clip}\.(?:wav|sealed)"), state),
     ]

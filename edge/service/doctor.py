@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from edge.config import Config
+from edge.service.assist_check import check_assist
 from edge.service.broker_check import check_broker
 from edge.service.device_checks import (
     HELD_BY_SERVICE,
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["CHECKS", "Doctor", "Finding", "Status", "busy_audio", "fail", "ok", "render", "warn"]
 
 SERVICE = "edge-recorder.service"
-CHECKS = ("security", "models", "audio", "mute", "leds", "broker", "disk", "clock", "cpu")
+CHECKS = ("security", "models", "audio", "mute", "leds", "broker", "assist", "disk", "clock",
+          "cpu")
 MIN_YEAR = 2024
 RESERVE_MB = 100.0
 """Free space kept beyond the outbox bound: clips, the activation log, the journal."""
@@ -142,9 +144,11 @@ class Doctor:
 
         store = model_store(self.cfg.wake)
         manifest = store.manifest
-        needed = [n for n in manifest.names() if manifest.entry(n).kind != "wakeword"]
-        custom = [m for m in self.cfg.wake.models if m.endswith(".onnx") or os.sep in m]
-        needed += [m for m in self.cfg.wake.models if m not in custom]
+        needed = [n for n in manifest.names()
+                  if manifest.entry(n).kind not in ("wakeword", "micro")]  # the shared parts
+        custom = [m for m in self.cfg.wake.models
+                  if m.endswith((".onnx", ".tflite", ".json")) or os.sep in m]
+        needed += [store.full_name(m) for m in self.cfg.wake.models if m not in custom]
         bad = []
         for name in needed:
             st = store.status(name)
@@ -184,6 +188,9 @@ class Doctor:
 
     def check_broker(self) -> Iterator[Finding]:
         return check_broker(self.cfg)
+
+    def check_assist(self) -> Iterator[Finding]:
+        return check_assist(self.cfg, self._service_running)
 
     # ---- disk -----------------------------------------------------------------------
 
@@ -265,7 +272,7 @@ class Doctor:
 
         store = model_store(self.cfg.wake)
         detector = build_detector(self.cfg.wake, store)
-        vad = SileroVad.load(store.path("silero_vad"))
+        vad = SileroVad.load(store.path("silero_vad"), self.cfg.wake.runtime)
         frames = busy_audio(self.cpu_s)
         cpu0, t0 = time.process_time(), self.perf()
         for frame in frames:

@@ -200,16 +200,36 @@ def journal_wanted(environ: Mapping[str, str] | None = None, stream: TextIO | No
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
+_command_line_level: str | None = None
+
+
+def set_command_line_level(level: str | None) -> None:
+    """``edge -v`` / ``edge -q``: the level of this whole process, over any config's
+    ``log_level`` and ``log_levels`` (None: the config decides)."""
+    global _command_line_level
+    if level is not None:
+        _level(level, "the command line's level")
+    _command_line_level = level
+
+
+def level_in_force(level: str) -> str:
+    """The command line's level if it gave one, else ``level``."""
+    return _command_line_level or level
+
+
 def configure(level: str = "info", levels: Mapping[str, str] | None = None,
               journal: bool | None = None,
               stream: TextIO | None = None) -> logging.Handler | None:
     """Set up the root logger for the process; returns the handler it installed, if any.
 
     ``level`` applies to everything; ``levels`` overrides it per logger
-    (``{"edge.upload.uploader": "debug"}``). ``journal`` None decides from the environment.
-    Like ``logging.basicConfig``, it does nothing when someone else (a test
+    (``{"edge.upload.uploader": "debug"}``); a level from the command line
+    (``set_command_line_level``) overrides both. ``journal`` None decides from the
+    environment. Like ``logging.basicConfig``, it does nothing when someone else (a test
     harness, an embedding program) already put a handler on the root logger.
     """
+    if _command_line_level is not None:
+        level, levels = _command_line_level, {}
     root = logging.getLogger()
     ours = [h for h in root.handlers if getattr(h, "_edge_owned", False)]
     if len(ours) != len(root.handlers):

@@ -40,6 +40,16 @@ def remote_hosts(cfg: Config) -> list[tuple[str, str]]:
         reached.append(("upload.https.url", host))
     if cfg.mqtt.enabled:
         reached.append(("mqtt.host", cfg.mqtt.host))
+    listens = cfg.assist.listens_on
+    if listens is not None:  # Home Assistant connects in, and the audio goes back to it
+        reached.append(("assist.wyoming.host" if cfg.assist.mode == "wyoming"
+                        else "assist.host", listens[0]))
+    elif cfg.assist.mode == "stt":
+        try:
+            host = urlsplit(cfg.assist.stt.url).hostname or ""
+        except ValueError:
+            host = ""
+        reached.append(("assist.stt.url", host))
     return [(key, host) for key, host in reached if not is_loopback(host)]
 
 
@@ -50,7 +60,9 @@ def check_network_allowed(cfg: Config, environ: Mapping[str, str] = os.environ) 
     remote = remote_hosts(cfg)
     if remote:
         key, host = remote[0]
+        what = ("listens for other machines" if key in ("assist.host", "assist.wyoming.host")
+                else "is another machine")
         raise ConfigError(
-            f"{key} = {host!r} is another machine, but this service may reach loopback only "
+            f"{key} = {host!r} {what}, but this service may reach loopback only "
             f"(install.sh wrote {DROP_IN} while nothing left the device): run install.sh "
             "again, which removes it for this config")

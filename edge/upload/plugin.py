@@ -92,7 +92,11 @@ class UploadPlugin:
 
     def start(self) -> None:
         if self.uploader is None:
-            log.info("upload is off: no audio leaves this device")
+            if self.cfg.assist.mode == "off":
+                log.info("upload is off: no audio leaves this device")
+            else:
+                log.info("upload is off: no clip is uploaded (the voice assistant, assist.mode "
+                         "= %r, streams each utterance after a wake word)", self.cfg.assist.mode)
         else:
             assert self.sender is not None and self.outbox is not None
             self.uploader.start()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.clock import Clock, SystemClock
-from edge.files import ENTRY_ID, atomic_write, fsync_dir, private_db, private_dir
+from edge.files import ENTRY_ID, SQLITE_CACHE, atomic_write, fsync_dir, private_db, private_dir
 from edge.privacy.bundle import BundleError, pack, unpack
 from edge.privacy.ledger import Ledger
 
@@ -127,6 +127,7 @@ class Outbox:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            db.execute(SQLITE_CACHE)
             db.execute(_SCHEMA)
             db.execute("SELECT count(*) FROM entries").fetchone()
         except sqlite3.DatabaseError:

@@ -10,5 +10,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "vad": ("Vad", "SileroVad"),
     "verifier": ("Verifier", "Candidate", "Verdict", "build_verifier"),
     "models": ("ModelStore",),
+    "families": ("JoinedEngine",),
     "detector": ("Detector", "build_detector", "build_engine", "build_policy", "model_store"),
 })

@@ -309,6 +309,7 @@ class StreamingEmbedding:
         self.layers = layers
         self._plan = _StepPlan(layers, STEP)
         self.primed = False
+        self._batch_plans: dict[int, _StepPlan] = {}
 
     @classmethod
     def load(cls, path: Path) -> StreamingEmbedding:
@@ -351,6 +352,70 @@ class StreamingEmbedding:
             return self._plan.run(rows)
         # One frame at a time: a batch is rare (a catch-up) and this keeps memory flat.
         return np.vstack([self._plan.run(rows[i:i + STEP]) for i in range(0, n * STEP, STEP)])
+
+    def step_batched(self, rows: np.ndarray, frames: int = 8) -> np.ndarray:
+        """As :meth:`step`, with ``frames`` embeddings per matrix product (offline only).
+
+        About a third faster per embedding than :meth:`step` (``edge measure``'s batched
+        mode), but the products sum in another order than the device's one frame per step:
+        the embeddings differ from it by float32 rounding, not bit for bit.
+        """
+        if not self.primed:
+            raise RuntimeError("StreamingEmbedding.step_batched before prime")
+        n = rows.shape[0] // STEP if rows.ndim == 2 else 0
+        if rows.ndim != 2 or rows.shape[1] != BINS or rows.shape[0] != n * STEP or not n:
+            raise ValueError(f"rows have shape {rows.shape}; expected ({STEP}*n, {BINS})")
+        whole = n // frames * frames
+        out = []
+        if whole:
+            plan = self._batch_plans.get(frames)
+            if plan is None:
+                plan = self._batch_plans[frames] = _StepPlan(self.layers, STEP * frames)
+            _carry_context(self._plan, plan)
+            size = STEP * frames
+            out += [plan.run(rows[i:i + size]) for i in range(0, whole * STEP, size)]
+            _carry_context(plan, self._plan)
+        if whole < n:
+            out.append(self.step(rows[whole * STEP:]))
+        return np.vstack(out)
+
+
+def _carry_context(src: _StepPlan, dest: _StepPlan) -> None:
+    """Hand the 2 context rows of every 3-row convolution from one step plan to another."""
+    for a, b in zip(src.inputs, dest.inputs, strict=True):
+        if a is not None and b is not None:
+            b[:2] = a[:2]
+
+
+class WindowEmbedding:
+    """The embedding model over whole windows, called as an onnxruntime session is.
+
+    Input (n, 76, 32, 1) mel windows, output (n, 1, 1, 96): what ``edge measure`` and
+    the engine's load check ask of the embedding model when onnxruntime is not loaded.
+    Not thread-safe: one per engine, as :class:`~edge.wake.engine.FeatureModels` holds it.
+    """
+
+    def __init__(self, layers: list[Layer], input_name: str = "input_1") -> None:
+        self.layers = layers
+        self._stream = StreamingEmbedding(layers)
+        self._input = input_name
+
+    def get_inputs(self) -> list[tuple[str, list[int | None]]]:
+        return [_Port(self._input, [None, WINDOW, BINS, 1])]
+
+    def get_outputs(self) -> list[tuple[str, list[int | None]]]:
+        return [_Port("embedding", [None, 1, 1, DIM])]
+
+    def run(self, names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        x = feeds[self._input]
+        out = [self._stream.prime(w) for w in x.reshape(-1, WINDOW, BINS)]
+        self._stream.reset()
+        return [np.array(out, dtype=np.float32).reshape(-1, 1, 1, DIM)]
+
+
+class _Port(NamedTuple):
+    name: str
+    shape: list[int | None]
 
 
 def _conv(x: np.ndarray, layer: _Conv) -> np.ndarray:

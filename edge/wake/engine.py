@@ -14,6 +14,12 @@ Each 80 ms frame (1280 samples at 16 kHz):
    onnxruntime's result, at about a third of its CPU;
 3. every wake-word classifier runs over its own last N embeddings.
 
+Where the models run: with ``runtime="auto"`` (the default), every model whose file
+has reference output recorded in :mod:`edge.wake.golden` (the stock models) runs with
+numpy, checked against that output at load, and onnxruntime is never imported; any
+other model (a user's own classifier) runs on onnxruntime. ``runtime="onnxruntime"``
+runs everything on onnxruntime, as before.
+
 Quiet rooms: with ``idle_gate_dbfs`` set, frames far below speech level skip
 steps 1-3. The raw audio of the last couple of seconds is kept, so when the level
 rises the skipped frames that the classifiers can still see are computed in one
@@ -36,10 +42,9 @@ import numpy as np
 
 from edge.audio.frames import FRAME_SAMPLES, SAMPLE_RATE, check_frame
 from edge.errors import ModelError
+from edge.wake.runtime import Model, load_model
 
 if TYPE_CHECKING:
-    from onnxruntime import InferenceSession
-
     from edge.wake.embedding import Layer, StreamingEmbedding
 
 log = logging.getLogger(__name__)
@@ -56,24 +61,6 @@ WARMUP_FRAMES = 5
 """Scores are zero for the first frames of a stream, as upstream, while features settle."""
 
 
-def _session(path: Path, threads: int) -> InferenceSession:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts,
-                                    providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-        raise ModelError(
-            f"cannot load model {path}: {str(exc).splitlines()[0]}. "
-            "If it is a manifest model, run `edge models fetch` to reinstall it."
-        ) from exc
-
-
 def _check_shape(name: str, got: list[int | None], expected: list[int | None]) -> None:
     ok = len(got) == len(expected) and all(
         e is None or g == e for g, e in zip(got, expected, strict=True)
@@ -87,8 +74,8 @@ def _check_shape(name: str, got: list[int | None], expected: list[int | None]) -
 class FeatureModels:
     """The two shared front-end models: melspectrogram and embedding."""
 
-    mel: InferenceSession
-    emb: InferenceSession
+    mel: Model
+    emb: Model
     mel_input: str
     emb_input: str
     emb_path: Path | None = None
@@ -96,9 +83,10 @@ class FeatureModels:
     _stream_layers: list[Layer] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def load(cls, mel_path: Path, emb_path: Path, threads: int = 1) -> FeatureModels:
-        mel = _session(mel_path, threads)
-        emb = _session(emb_path, threads)
+    def load(cls, mel_path: Path, emb_path: Path, threads: int = 1,
+             runtime: str = "auto") -> FeatureModels:
+        mel = load_model(mel_path, "melspectrogram", threads, runtime)
+        emb = load_model(emb_path, "embedding", threads, runtime)
         mi = mel.get_inputs()
         if len(mi) != 1 or len(mi[0].shape) != 2:
             raise ModelError(
@@ -108,7 +96,8 @@ class FeatureModels:
         ei = emb.get_inputs()
         _check_shape(emb_path.name, [d if isinstance(d, int) else None for d in ei[0].shape],
                      [None, EMB_WINDOW, MEL_BINS, 1])
-        return cls(mel, emb, mi[0].name, ei[0].name, emb_path)
+        layers = getattr(emb, "layers", None)  # a numpy embedding's, already checked
+        return cls(mel, emb, mi[0].name, ei[0].name, emb_path, layers)
 
     def streaming_embedding(self) -> StreamingEmbedding:
         """A new :class:`~edge.wake.embedding.StreamingEmbedding` of the embedding model.
@@ -143,13 +132,13 @@ class Classifier:
     """One wake-word model: a classifier over its last ``n_embeddings`` embeddings."""
 
     name: str
-    session: InferenceSession
+    session: Model
     input_name: str
     n_embeddings: int
 
     @classmethod
-    def load(cls, name: str, path: Path, threads: int = 1) -> Classifier:
-        s = _session(path, threads)
+    def load(cls, name: str, path: Path, threads: int = 1, runtime: str = "auto") -> Classifier:
+        s = load_model(path, "classifier", threads, runtime)
         inputs, outputs = s.get_inputs(), s.get_outputs()
         shape = list(inputs[0].shape) if len(inputs) == 1 else []
         if len(shape) != 3 or not isinstance(shape[1], int) or shape[2] != EMB_DIM:

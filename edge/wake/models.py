@@ -1,125 +1,53 @@
-"""The model manifest, and fetching and verifying the openWakeWord ONNX models.
+"""The model store: installed models checked against the manifest, and every model name
+resolved, for both model families.
 
-The manifest (models/manifest.toml) names every model file with its sha256 and
-size. ``fetch`` installs them from the pinned wheel, refusing any mismatch; a
-file is only ever moved into place after it has been verified, so nothing is
-half-installed.
+The manifest (:mod:`edge.wake.manifest`, models/manifest.toml) names every model file
+with its sha256 and size. ``fetch`` (:mod:`edge.wake.fetch`) installs them from the
+pinned wheels, refusing any mismatch; a file is only ever moved into place after it has
+been verified, so nothing is half-installed.
+
+Two families: openWakeWord classifiers (``hey_jarvis``, an ``.onnx`` path) and
+microWakeWord models (``micro:okay_nabu``, a ``.tflite`` or its ``.json`` path). A
+bare name known to one family only resolves to it (``okay_nabu``); a bare name both
+know (``alexa``) stays the openWakeWord model, as before micro models existed.
+Every name is resolved here, once: the engine, ``edge config check`` and the tools
+all ask :meth:`ModelStore.resolve`.
 
 >>> store = ModelStore.default()
->>> store.path("hey_jarvis")  # doctest: +SKIP
-PosixPath('.../models/hey_jarvis_v0.1.onnx')
+>>> store.resolve("okay_nabu")  # doctest: +SKIP
+('micro:okay_nabu', PosixPath('.../models/okay_nabu.json'))
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import tomllib
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.config import WakeConfig, replace
+from edge.config.rules import THRESHOLD_FLOOR
 from edge.errors import ModelError
-from edge.files import fsync_dir, is_plain_name
+from edge.wake.manifest import (
+    FETCH_HINT,
+    MICRO,
+    MICRO_SUFFIXES,
+    Manifest,
+    MicroSpec,
+    ModelEntry,
+    WheelSource,
+    default_models_dir,
+    is_micro,
+    manifest_path,
+    read_micro_json,
+    sha256_file,
+)
+
+__all__ = ["FETCH_HINT", "MICRO", "Manifest", "MicroSpec", "ModelEntry", "ModelStatus",
+           "ModelStore", "WheelSource", "default_models_dir", "is_micro", "manifest_path",
+           "read_micro_json", "sha256_file"]
 
 log = logging.getLogger(__name__)
-
-FETCH_HINT = "edge models fetch"
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]
-"""The installed edge package (a wheel carries the manifest there as models_manifest.toml)."""
-_REPO_MODELS = _PACKAGE_DIR.parent / "models"
-SYSTEM_MODELS = Path("/var/lib/edge-recorder/models")
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One model file named in the manifest."""
-
-    name: str
-    kind: str
-    """``feature``, ``wakeword`` or ``vad``."""
-    file: str
-    sha256: str
-    size: int
-    license: str
-    source: str
-
-
-@dataclass(frozen=True)
-class WheelSource:
-    """The pinned wheel the models are extracted from."""
-
-    requirement: str
-    wheel: str
-    sha256: str
-    size: int
-    member_prefix: str
-    url: str
-
-
-@dataclass(frozen=True)
-class Manifest:
-    source: WheelSource
-    models: tuple[ModelEntry, ...]
-
-    def entry(self, name: str) -> ModelEntry:
-        for m in self.models:
-            if m.name == name:
-                return m
-        raise ModelError(
-            f"unknown model {name!r}; known models are {', '.join(self.names())}, "
-            "or give the path of an openWakeWord-format .onnx file"
-        )
-
-    def names(self, kind: str | None = None) -> list[str]:
-        return [m.name for m in self.models if kind is None or m.kind == kind]
-
-    @staticmethod
-    def load(path: Path | None = None) -> Manifest:
-        path = path or manifest_path()
-        try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ModelError(f"cannot read the model manifest {path}: {exc}") from exc
-        manifest = Manifest(
-            source=WheelSource(**data["source"]),
-            models=tuple(ModelEntry(**m) for m in data["model"]),
-        )
-        for name in [manifest.source.wheel] + [m.file for m in manifest.models]:
-            if not is_plain_name(name):  # each is joined to a folder we write in
-                raise ModelError(f"the model manifest {path} names the file {name!r}; give a "
-                                 "plain file name (letters, digits, _ . -)")
-        return manifest
-
-
-def manifest_path() -> Path:
-    """The manifest shipped in the wheel, or the repository's models/manifest.toml."""
-    packaged = _PACKAGE_DIR / "models_manifest.toml"
-    return packaged if packaged.exists() else _REPO_MODELS / "manifest.toml"
-
-
-def default_models_dir() -> Path:
-    """$EDGE_MODELS_DIR, else the source checkout's models/, else /var/lib/edge-recorder/models."""
-    env = os.environ.get("EDGE_MODELS_DIR")
-    if env:
-        return Path(env)
-    if (_REPO_MODELS / "manifest.toml").exists():
-        return _REPO_MODELS
-    return SYSTEM_MODELS
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 @dataclass(frozen=True)
 class ModelStatus:
@@ -142,14 +70,15 @@ class ModelStore:
 
     def status(self, name: str) -> ModelStatus:
         entry = self.manifest.entry(name)
-        path = self.directory / entry.file
-        if not path.exists():
-            state = "missing"
-        elif path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
-            state = "corrupt"
-        else:
-            state = "ok"
-        return ModelStatus(entry, path, state)
+        state = "ok"
+        for file, sha, size in entry.files():
+            p = self.directory / file
+            if not p.exists():
+                state = "missing"
+                break
+            if p.stat().st_size != size or sha256_file(p) != sha:
+                state = "corrupt"
+        return ModelStatus(entry, self.directory / entry.file, state)
 
     def path(self, name: str) -> Path:
         """The verified path of a manifest model; a clear error if missing or corrupt."""
@@ -167,103 +96,86 @@ class ModelStore:
         return st.path
 
     def resolve(self, name_or_path: str) -> tuple[str, Path]:
-        """A manifest name, or the path of a user's own .onnx classifier."""
+        """(full name, path) of a manifest name, a user's own .onnx classifier, or a
+        microWakeWord model (its .json path): ``micro:okay_nabu``, ``okay_nabu``, a .tflite
+        or .json path. A micro model's JSON and graph are read and checked here."""
+        if Path(name_or_path).suffix in MICRO_SUFFIXES:
+            spec = self._micro_path(Path(name_or_path).expanduser())
+            return spec.name, spec.json
         if name_or_path.endswith(".onnx") or os.sep in name_or_path:
             p = Path(name_or_path).expanduser()
             if not p.exists():
                 raise ModelError(f"custom model file {p} does not exist")
             return p.stem, p
-        return name_or_path, self.path(name_or_path)
+        name = self.full_name(name_or_path)
+        if is_micro(name):
+            spec = self.micro(name, self.path(name))
+            return spec.name, spec.json
+        return name, self.path(name)
+
+    def full_name(self, name: str) -> str:
+        """A manifest name in full: a bare name known to one family only becomes that family's
+        (``okay_nabu`` -> ``micro:okay_nabu``); any other name is returned as it is."""
+        names = self.manifest.names()
+        if name in names:
+            return name
+        if is_micro(name):
+            micro = [n for n in names if is_micro(n)]
+            raise ModelError(f"unknown model {name!r}; known microWakeWord models are "
+                             f"{', '.join(micro) or 'none'}, or give the path of a .tflite")
+        if MICRO + name in names:
+            return MICRO + name
+        return name  # entry() names every known model in its refusal
+
+    def with_model_thresholds(self, wake: WakeConfig, models: list[str] | None = None
+                              ) -> WakeConfig:
+        """``wake`` with each micro model's own ``probability_cutoff`` (never below the
+        threshold floor) as its threshold, where ``thresholds`` sets none for it (by full
+        name, or as the model was named). ``threshold`` is the openWakeWord models' default."""
+        thresholds = dict(wake.thresholds)
+        for spec in models or wake.models:
+            name, path = self.resolve(spec)
+            if not is_micro(name) or name in thresholds:
+                continue
+            thresholds[name] = (thresholds[spec] if spec in thresholds else
+                                max(self.micro(name, path).probability_cutoff, THRESHOLD_FLOOR))
+        return wake if thresholds == dict(wake.thresholds) else replace(wake, thresholds=thresholds)
+
+    def micro(self, name: str, path: Path) -> MicroSpec:
+        """The spec of a resolved micro model (``resolve``'s name and path), graph checked."""
+        if name in self.manifest.names():
+            entry = self.manifest.entry(name)
+            json_path = self.directory / entry.config
+            if path not in (json_path, self.directory / entry.file):
+                return self._micro_path(path)
+            spec = read_micro_json(name, json_path, entry.check, entry.check_state)
+            if spec.tflite.name != entry.file:
+                raise ModelError(f"{json_path} names {spec.tflite.name}, but the manifest "
+                                 f"pairs it with {entry.file}; run `{FETCH_HINT}`")
+            return spec
+        return self._micro_path(path)
+
+    def _micro_path(self, path: Path) -> MicroSpec:
+        """A user's own micro model: a .tflite with its .json beside it, or the .json."""
+        json_path = path if path.suffix == ".json" else path.with_suffix(".json")
+        if path.suffix == ".tflite" and not path.exists():
+            raise ModelError(f"custom model file {path} does not exist")
+        if not json_path.exists():
+            raise ModelError(f"microWakeWord model {path} has no {json_path.name} beside it; "
+                             "give the .json that came with the .tflite")
+        spec = read_micro_json(MICRO + (path.stem if path.suffix == ".tflite" else
+                                        json_path.stem), json_path)
+        if path.suffix == ".tflite" and spec.tflite.resolve() != path.resolve():
+            raise ModelError(f"{json_path} names {spec.tflite.name}, not {path.name}; give the "
+                             "model's own .json")
+        from edge.wake.micro.engine import check_graph
+
+        check_graph(spec)
+        return spec
 
     def fetch(self, source: Path | None = None) -> list[Path]:
-        """Install every manifest model, verified; ``source`` is a local wheel or folder."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".staging-", dir=self.directory) as tmp:
-            staging = Path(tmp)
-            if source is None:
-                wheel = self._download_wheel(staging)
-                self._extract(wheel, staging)
-            elif source.is_dir():
-                self._copy_from_dir(source, staging)
-            else:
-                self._check_wheel(source)
-                self._extract(source, staging)
-            for m in self.manifest.models:
-                self._verify_staged(staging / m.file, m)
-            installed = []
-            for m in self.manifest.models:
-                target = self.directory / m.file
-                os.replace(staging / m.file, target)
-                installed.append(target)
-            fsync_dir(self.directory)
-        return installed
+        """Install every manifest model, verified; ``source`` is a local folder (holding the
+        wheels or the model files) or one of the manifest's wheels (its models only)."""
+        from edge.wake.fetch import fetch
 
-    def _download_wheel(self, staging: Path) -> Path:
-        src = self.manifest.source
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", "-d", str(staging), src.requirement]
-        log.info("downloading %s through pip", src.requirement)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheel = staging / src.wheel
-        if proc.returncode != 0 or not wheel.exists():
-            raise ModelError(
-                f"pip could not download {src.requirement}: {proc.stderr.strip()[-400:]}. "
-                "On a machine without network, copy the wheel over and run "
-                "`edge models fetch --from PATH`."
-            )
-        self._check_wheel(wheel)
-        return wheel
-
-    def _check_wheel(self, wheel: Path) -> None:
-        src = self.manifest.source
-        if not wheel.exists():
-            raise ModelError(f"{wheel} does not exist; expected the wheel {src.wheel}")
-        digest = sha256_file(wheel)
-        if digest != src.sha256:
-            raise ModelError(
-                f"refusing {wheel}: its sha256 is {digest}, but the manifest pins "
-                f"{src.wheel} to {src.sha256}. Nothing was installed."
-            )
-
-    def _extract(self, wheel: Path, staging: Path) -> None:
-        try:
-            with zipfile.ZipFile(wheel) as zf:
-                for m in self.manifest.models:
-                    member = self.manifest.source.member_prefix + m.file
-                    try:
-                        with zf.open(member) as src, (staging / m.file).open("wb") as dst:
-                            shutil.copyfileobj(src, dst)
-                    except KeyError:
-                        raise ModelError(
-                            f"{wheel} has no {member}; is it the right wheel?") from None
-        except zipfile.BadZipFile as exc:
-            raise ModelError(f"{wheel} is not a valid wheel: {exc}") from exc
-
-    def _copy_from_dir(self, folder: Path, staging: Path) -> None:
-        wheel = folder / self.manifest.source.wheel
-        if wheel.exists():
-            self._check_wheel(wheel)
-            self._extract(wheel, staging)
-            return
-        for m in self.manifest.models:
-            candidate = folder / m.file
-            if not candidate.exists():
-                raise ModelError(
-                    f"{folder} holds neither {self.manifest.source.wheel} nor {m.file}; "
-                    "give the folder that holds the wheel or the model files"
-                )
-            shutil.copyfile(candidate, staging / m.file)
-
-    @staticmethod
-    def _verify_staged(path: Path, m: ModelEntry) -> None:
-        if not path.exists():
-            raise ModelError(f"{m.file} was not found in the source; nothing was installed")
-        digest = sha256_file(path)
-        if path.stat().st_size != m.size or digest != m.sha256:
-            raise ModelError(
-                f"refusing {m.file}: sha256 {digest} ({path.stat().st_size} bytes) does not "
-                f"match the manifest's {m.sha256} ({m.size} bytes). Nothing was installed."
-            )
-        with path.open("rb") as f:
-            os.fsync(f.fileno())
-
+        return fetch(self.manifest, self.directory, source)

@@ -16,10 +16,20 @@ it triggered or not (the activation log records a wake's whole run):
 ...     _ = p.step(np.array([s]), i)
 >>> ended
 [ScoreRun(model='alexa', first=1, last=3, peak=0.8)]
+
+A detection's score is the highest frame up to the one that triggered; the run may climb
+higher after it. The peak of an activation is the peak of its whole run, and every report
+of one (activation log, sidecar, MQTT, dashboard, replay) takes it from ``run_of``:
+
+>>> p = DetectionPolicy([ModelPolicy("alexa", threshold=0.5)])
+>>> d = [d for i, s in enumerate([0.6, 0.9, 0.7, 0.1]) for d in p.step(np.array([s]), i)][0]
+>>> d.score, p.run_of(d).peak
+(0.6, 0.9)
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -45,7 +55,8 @@ class ModelPolicy:
 class Detection:
     model: str
     score: float
-    """Peak score over the consecutive frames that triggered."""
+    """Peak score over the consecutive frames up to the trigger (the run may go higher
+    after it: ``DetectionPolicy.run_of`` gives the whole run's peak)."""
     frame_index: int
     """Index of the triggering frame in its stream."""
     frames_over: int
@@ -55,6 +66,11 @@ class Detection:
     def t(self) -> float:
         """Stream time in seconds at the end of the triggering frame."""
         return round((self.frame_index + 1) * FRAME_S, 6)
+
+    @property
+    def run_first(self) -> int:
+        """Index of the first frame of the run that triggered."""
+        return self.frame_index - self.frames_over + 1
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,10 @@ class ScoreRun:
         return self.last - self.first + 1
 
 
+RUNS_KEPT = 16
+"""Ended runs remembered for ``run_of`` (an activation ends seconds after its run)."""
+
+
 class DetectionPolicy:
     """Threshold, patience and refractory period per model. Stateful per stream.
 
@@ -90,6 +110,7 @@ class DetectionPolicy:
         self._run = [0] * n
         self._peak = [0.0] * n
         self._first = [-1] * n
+        self._ended: deque[ScoreRun] = deque(maxlen=RUNS_KEPT)
         self.reset()
 
     def reset(self) -> None:
@@ -100,11 +121,28 @@ class DetectionPolicy:
         self._blocked_until = [-1] * n
 
     def _end_run(self, i: int) -> None:
-        if self._run[i] and self.on_run_end is not None:
-            self.on_run_end(ScoreRun(self.models[i].model, self._first[i],
-                                     self._first[i] + self._run[i] - 1,
-                                     round(self._peak[i], 6)))
+        if self._run[i]:
+            run = self._current(i)
+            self._ended.append(run)
+            if self.on_run_end is not None:
+                self.on_run_end(run)
         self._run[i], self._peak[i], self._first[i] = 0, 0.0, -1
+
+    def _current(self, i: int) -> ScoreRun:
+        return ScoreRun(self.models[i].model, self._first[i], self._first[i] + self._run[i] - 1,
+                        round(self._peak[i], 6))
+
+    def run_of(self, d: Detection) -> ScoreRun:
+        """The run of frames over the threshold that triggered ``d``, as far as it has gone
+        (whole, once it ended): its ``peak`` is the activation's peak score."""
+        first = d.run_first
+        for i, m in enumerate(self.models):
+            if m.model == d.model and self._run[i] and self._first[i] == first:
+                return self._current(i)
+        for r in reversed(self._ended):
+            if r.model == d.model and r.first == first:
+                return r
+        return ScoreRun(d.model, first, d.frame_index, d.score)  # forgotten: what it knew
 
     def set_threshold(self, model: str, threshold: float) -> None:
         for i, m in enumerate(self.models):

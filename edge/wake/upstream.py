@@ -29,7 +29,8 @@ class UpstreamEngine:
         except ImportError as exc:
             raise ModelError(
                 "engine = \"openwakeword\" needs the openwakeword package; install it with "
-                "`pip install 'edge-recorder[openwakeword]'` or set engine = \"edge\""
+                "`.venv/bin/pip install -e '.[openwakeword]'` in the checkout, or set "
+                "engine = \"edge\""
             ) from exc
         self._names = tuple(n for n, _ in classifiers)
         self._args = dict(

@@ -1,8 +1,9 @@
 """Voice activity detection with the Silero VAD model that openWakeWord's bundle ships.
 
-Silero is already in the verified model bundle (no extra dependency), runs on
-onnxruntime like everything else, and only runs while a clip is being recorded,
-so its cost is paid per activation, not per hour. See README, "Choosing the VAD".
+Silero is already in the verified model bundle (no extra dependency), runs with
+numpy like the other stock models (on onnxruntime with ``runtime="onnxruntime"``,
+see edge.wake.engine), and only runs while a clip is being recorded, so its cost
+is paid per activation, not per hour. See README, "Choosing the VAD".
 
 >>> vad = SileroVad.load(path)
 >>> vad.speech_probability(frame)  # doctest: +SKIP
@@ -12,15 +13,12 @@ so its cost is paid per activation, not per hour. See README, "Choosing the VAD"
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from edge.audio.frames import SAMPLE_RATE
-from edge.wake.engine import _session
-
-if TYPE_CHECKING:
-    from onnxruntime import InferenceSession
+from edge.wake.runtime import Model, load_model
 
 CHUNK = 640
 """Samples per Silero call: two per 80 ms frame, as openWakeWord's own VAD wrapper does."""
@@ -35,14 +33,14 @@ class Vad(Protocol):
 class SileroVad:
     """Silero VAD (the LSTM version with h/c state) over 80 ms int16 frames."""
 
-    def __init__(self, session: InferenceSession) -> None:
+    def __init__(self, session: Model) -> None:
         self._s = session
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
         self.reset()
 
     @classmethod
-    def load(cls, path: Path) -> SileroVad:
-        return cls(_session(path, 1))
+    def load(cls, path: Path, runtime: str = "auto") -> SileroVad:
+        return cls(load_model(path, "vad", 1, runtime))
 
     def reset(self) -> None:
         self._h = np.zeros((2, 1, 64), dtype=np.float32)

@@ -9,6 +9,8 @@ let selected = null;
 const feedRows = new Map();      // activation id -> row (of the selected device)
 const pending = new Map();       // tx -> activation id
 let chartTimer = null;
+let picked = null;               // device ids the tester picked for the chart; null: the top ones
+let offlineAfter = 0;            // seconds an offline device stays in the live view (0: always)
 const lastState = new Map();     // id -> wall_time of the last state message applied
 window.edgeStats = {updates: 0, applied: 0, latencies: []};
 
@@ -50,6 +52,73 @@ function setCells(row, values) {
   });
 }
 
+// A device as a person knows it: its friendly name, with the pseudonymous id beside it.
+function who(id, name) {
+  const span = el("span", "who");
+  if (name) span.appendChild(el("span", "name", name));
+  span.appendChild(el("code", "id", id));
+  return span;
+}
+
+function whoText(id, name) {
+  return name ? `${name} (${id})` : id;
+}
+
+function deviceCell(d) {
+  const cell = who(d.id, d.name);
+  if (d.simulated) cell.appendChild(el("span", "chip sim", "simulated"));
+  if (d.simulated && !d.online) cell.appendChild(removeButton(d));
+  return cell;
+}
+
+function removeButton(d) {
+  const b = el("button", "remove", "remove");
+  b.type = "button";
+  b.title = "remove this simulated device and its history from the dashboard";
+  b.addEventListener("click", (ev) => {
+    ev.stopPropagation();
+    if (window.confirm(`Remove the simulated device ${whoText(d.id, d.name)} and its history?`)) {
+      removeDevices({device: d.id});
+    }
+  });
+  return b;
+}
+
+async function removeDevices(body) {
+  const r = await fetch("/api/devices/remove", {
+    method: "POST",
+    headers: {"content-type": "application/json", "x-edge-dashboard": "1"},
+    body: JSON.stringify(body),
+  });
+  const answer = await r.json();
+  $("notice").textContent = r.ok ? `removed ${answer.removed.length} simulated device(s)` :
+    (answer.error || r.statusText);
+}
+
+function forget(id) {
+  const entry = devices.get(id);
+  if (!entry) return;
+  entry.row.remove();
+  devices.delete(id);
+  lastState.delete(id);
+  if (selected === id) {
+    selected = null;
+    feedRows.clear();
+    $("feed").tBodies[0].replaceChildren();
+    $("feed-device").textContent = "";
+    $("feed-empty").textContent = "Select a device to see its activations.";
+  }
+  $("no-devices").classList.toggle("hidden", devices.size > 0);
+  showRemoveAll();
+}
+
+function showRemoveAll() {
+  let n = 0;
+  for (const e of devices.values()) if (e.data.simulated && !e.data.online) n += 1;
+  $("remove-simulated").classList.toggle("hidden", n === 0);
+  $("remove-simulated").textContent = `remove ${n} offline simulated device${n === 1 ? "" : "s"}`;
+}
+
 function renderDevice(d) {
   let entry = devices.get(d.id);
   if (!entry) {
@@ -68,7 +137,7 @@ function renderDevice(d) {
   const modeChip = el("span", `chip mode ${d.online ? mode : ""}`, mode);
   if (s.error) modeChip.title = s.error;
   setCells(entry.row, [
-    d.id,
+    deviceCell(d),
     el("span", `chip status ${d.online ? "online" : "offline"}`, d.online ? "online" : "offline"),
     modeChip,
     models,
@@ -78,6 +147,7 @@ function renderDevice(d) {
     duration(s.uptime_s),
   ]);
   entry.row.classList.toggle("selected", d.id === selected);
+  entry.row.classList.toggle("simulated", Boolean(d.simulated));
   $("no-devices").classList.toggle("hidden", devices.size > 0);
   if (selected === null) select(d.id);
 }
@@ -96,6 +166,11 @@ function renderTotals(t) {
     $(`t-${k}`).textContent = t[k];
   }
   $("t-rate").textContent = t.false_per_device_hour.toFixed(3);
+  const hidden = t.aged_out || 0;
+  $("aged-out").classList.toggle("hidden", hidden === 0);
+  $("aged-out").textContent = `${hidden} device${hidden === 1 ? "" : "s"} offline for more ` +
+    `than ${duration(offlineAfter)} not shown (their history is kept; a device is back ` +
+    "as soon as it speaks).";
 }
 
 function renderIngest(c) {
@@ -156,7 +231,8 @@ async function sendLabel(a, label, row) {
 async function select(id) {
   selected = id;
   for (const [did, e] of devices) e.row.classList.toggle("selected", did === id);
-  $("feed-device").textContent = `of ${id}`;
+  const entry = devices.get(id);
+  $("feed-device").textContent = `of ${whoText(id, entry ? entry.data.name : null)}`;
   const r = await fetch(`/api/devices/${encodeURIComponent(id)}/activations?limit=100`);
   if (!r.ok || selected !== id) return;
   const list = await r.json();
@@ -201,11 +277,15 @@ function apply(u) {
     }
     stats.applied += 1;
   }
+  if (u.devices) showRemoveAll();
+  for (const id of u.gone || []) forget(id);
   for (const a of u.activations || []) addActivation(a);
   for (const l of u.labels || []) applyLabel(l);
   renderTotals(u.totals);
   if (u.ingest) renderIngest(u.ingest);
-  if ((u.activations && u.activations.length) || (u.labels && u.labels.length)) scheduleChart();
+  if ((u.activations && u.activations.length) || (u.labels && u.labels.length) || u.removed) {
+    scheduleChart();
+  }
 }
 
 function scheduleChart() {
@@ -214,9 +294,58 @@ function scheduleChart() {
 }
 
 async function loadChart() {
-  const r = await fetch("/api/chart?hours=24");
+  const query = picked === null ? "" : `&devices=${picked.map(encodeURIComponent).join(",")}`;
+  const r = await fetch(`/api/chart?hours=24${query}`);
   if (!r.ok) return;
-  drawChart(await r.json());
+  const c = await r.json();
+  drawChart(c);
+  describeChart(c);
+  renderChoices(c);
+}
+
+// The chart says what it draws: the top devices (and how many had any), or the ones picked.
+function describeChart(c) {
+  let what;
+  if (c.shown === "picked") {
+    what = `The ${c.series.length} device${c.series.length === 1 ? "" : "s"} you picked, ` +
+      "and the fleet mean per device.";
+  } else if (c.with_false === 0) {
+    what = "No false activation in the last 24 h; the line is the fleet mean per device.";
+  } else if (c.with_false <= c.top) {
+    what = `Every device with a false activation in the last 24 h (${c.with_false}), ` +
+      "and the fleet mean per device.";
+  } else {
+    what = `The ${c.top} devices with the most false activations in the last 24 h, of ` +
+      `${c.with_false} that had any, and the fleet mean per device. Pick devices to see others.`;
+  }
+  $("chart-caption").textContent = what;
+}
+
+function renderChoices(c) {
+  const box = $("choices");
+  box.replaceChildren();
+  const chosen = new Set(picked || []);
+  for (const ch of c.choices) {
+    const label = el("label", "choice");
+    const box1 = el("input");
+    box1.type = "checkbox";
+    box1.value = ch.device;
+    box1.checked = chosen.has(ch.device);
+    box1.disabled = !box1.checked && chosen.size >= c.top;
+    box1.addEventListener("change", () => {
+      const now = [...box.querySelectorAll("input:checked")].map((i) => i.value);
+      picked = now.length ? now : null;
+      loadChart();
+    });
+    label.id = `pick-${ch.device}`;
+    label.appendChild(box1);
+    label.appendChild(who(ch.device, ch.name));
+    label.appendChild(el("span", "count", `${ch.false} false`));
+    box.appendChild(label);
+  }
+  $("chart-top").disabled = picked === null;
+  $("pick-count").textContent = picked === null ? `pick up to ${c.top} devices` :
+    `${picked.length} of ${c.top} picked`;
 }
 
 function svg(tag, attrs, text) {
@@ -259,7 +388,8 @@ function drawChart(c) {
     item.prepend(swatch);
     legend.appendChild(item);
   };
-  c.series.forEach((ser, i) => line(ser.values, COLORS[i % COLORS.length], ser.device, false));
+  c.series.forEach((ser, i) => line(ser.values, COLORS[i % COLORS.length],
+                                    whoText(ser.device, ser.name), false));
   line(c.fleet_mean, "#232a3b", "fleet mean per device", true);
 }
 
@@ -267,7 +397,11 @@ async function load() {
   const r = await fetch("/api/fleet");
   if (!r.ok) return;
   const f = await r.json();
+  offlineAfter = f.offline_after_s;
+  const live = new Set(f.devices.map((d) => d.id));
+  for (const id of [...devices.keys()]) if (!live.has(id)) forget(id);  // aged out meanwhile
   for (const d of f.devices) renderDevice(d);
+  showRemoveAll();
   renderTotals(f.totals);
   renderIngest(f.ingest);
   if (selected !== null) select(selected);
@@ -286,4 +420,10 @@ function connect() {
 }
 
 setInterval(() => { for (const e of devices.values()) renderDevice(e.data); }, 30000);
+$("chart-top").addEventListener("click", () => { picked = null; loadChart(); });
+$("remove-simulated").addEventListener("click", () => {
+  if (window.confirm("Remove every offline simulated device and its history?")) {
+    removeDevices({simulated: "offline"});
+  }
+});
 connect();
