@@ -100,3 +100,23 @@ def test_no_payload_over_the_bound_is_ever_queued_and_a_valid_mute_is_posted_at_
     elif name == "mute" and size >= len(body):
         assert mute.posted == [True] and items[0][0] == "mute"  # its answer, to come
 
+
+
+def test_the_last_hours_false_count_remembers_a_bounded_number_of_activations() -> None:
+    """A clock that stands still (or a soak faster than real time) puts every activation in the
+    last hour: the window keeps the newest RECENT_MAX, so memory stays flat and the count
+    saturates instead of growing."""
+    from edge.mqtt.device import RECENT_MAX
+    from edge.pipeline.events import ActivationEnded
+    from edge.wake.policy import Detection, ScoreRun
+
+    p, _ = plugin()
+    clock = p.clock
+    assert isinstance(clock, FakeClock)
+    for i in range(RECENT_MAX + 50):
+        det = Detection("hey_jarvis", 0.9, i, 3, 0.5)
+        p.on_event(ActivationEnded(f"a{i:08d}", det, clock.wall(), None, "no_speech", 1.0,
+                                   0.0, likely_false=True, run=ScoreRun("hey_jarvis", i, i, 0.9)))
+    assert len(p._recent) == RECENT_MAX
+    assert "a00000000" not in p._recent and f"a{RECENT_MAX + 49:08d}" in p._recent
+    assert p.state()["false_per_hour"] == RECENT_MAX

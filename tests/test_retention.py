@@ -62,7 +62,8 @@ def test_expire_deletes_everything_older_than_the_retention(tmp_path):
     old, new, ob = populate(cfg, clock)
     removed = {r.label: r.files for r in expire(cfg, NOW, ob)}
     assert removed == {"local clips": 2, "outbox quarantine": 1, "false-activation audio": 1,
-                       "outbox queue": 1}
+                       "outbox queue": 1, "speech-to-text queue": 0,
+                       "speech-to-text quarantine": 0}
     clips = cfg.under_state("clips")
     assert sorted(p.name for p in clips.iterdir()) == [f"{new.id}.json", f"{new.id}.wav"]
     assert [p.name for p in (tmp_path / "false_audio").iterdir()] == [f"{A_NEW}.sealed"]

@@ -16,7 +16,11 @@ A turn on the wire: ``VoiceAssistantRequest(start, wake word)``; the client answ
 end, run end or error ends the turn on its side: nothing more is sent. The answer comes back
 the same way: TTS stream start, ``VoiceAssistantAudio`` chunks, TTS stream end; they go to
 the ``AnswerPlayer`` (edge.assist.answer), and ``VoiceAssistantAnnounceFinished`` says when
-it has played.
+it has played. An answer named only by URL (TTS end's ``url``, with no stream started) is
+fetched and played at the run's end, and reported the same way. When the intent end says
+``continue_conversation`` (or an announcement says ``start_conversation``), the played
+answer is followed, after the gate's margin, by the recorder's ``follow_up``: one turn with
+no wake word, whose request carries the conversation's id.
 
 The lights follow the turn (``TurnLights``, the hardware's indicator): the recording light
 while the utterance streams (the recorder's own rule), then thinking until the answer
@@ -42,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from edge.assist.answer import AnswerPlayer
+from edge.assist.answer import GATE_MARGIN_S, AnswerPlayer
 from edge.assist.discovery import Advertisement
 from edge.assist.falsewakes import FalseWakesToday, seconds_to_midnight
 from edge.assist.framing import ProtocolError
@@ -52,6 +56,7 @@ from edge.assist.turn import Turn, wake_phrase
 from edge.assist.wakewords import WakeWords
 from edge.errors import ConfigError
 from edge.hardware.indicators import Look
+from edge.pipeline.recorder import FOLLOW_UP
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +135,13 @@ class EsphomeServer:
         """Plays the assistant's spoken answers (None: the device offers no speaker)."""
         self.answering: Session | None = None
         self._answer_url: tuple[Session, str] | None = None
+        self._continue: Session | None = None
+        """The client whose run (or announcement) asked to hear more once its answer has
+        played: continue-conversation (loop thread)."""
+        self._conversation_id = ""
+        self.follow_up: Callable[[], None] | None = None
+        """Starts a recording without a wake word (the recorder's ``follow_up``, posted to
+        the audio loop); None: the device does not continue conversations."""
         """The answer's URL from the run's TTS end, played at its run end unless the answer
         streams (loop thread)."""
         self.on_end = on_end
@@ -282,10 +294,12 @@ class EsphomeServer:
             self._drop(self.live, "superseded", tell_core=False)
         live = _Live(turn_id, session)
         self.live = live
+        follow_up = wake_word == FOLLOW_UP  # continues the conversation: no wake word
         session.send(pb.VoiceAssistantRequest(
-            start=True, conversation_id="", flags=pb.VOICE_ASSISTANT_REQUEST_USE_VAD,
+            start=True, conversation_id=self._conversation_id if follow_up else "",
+            flags=pb.VOICE_ASSISTANT_REQUEST_USE_VAD,
             audio_settings=pb.VoiceAssistantAudioSettings(),
-            wake_word_phrase=wake_phrase(wake_word)))
+            wake_word_phrase="" if follow_up else wake_phrase(wake_word)))
         assert self._loop is not None
         live.timer = self._loop.call_later(RESPONSE_TIMEOUT_S, self._unanswered, live)
 
@@ -340,6 +354,12 @@ class EsphomeServer:
         log.debug("pipeline event %s %s", pb.VoiceAssistantEvent.Name(msg.event_type), data)
         if msg.event_type == pb.VOICE_ASSISTANT_RUN_START:
             self._answer_url = None
+            if self._continue is session:
+                self._continue = None
+        elif msg.event_type == pb.VOICE_ASSISTANT_INTENT_END:
+            self._conversation_id = data.get("conversation_id", "")
+            if data.get("continue_conversation") == "1" and session is self.voice:
+                self._continue = session
         elif msg.event_type == pb.VOICE_ASSISTANT_TTS_END and data.get("url") \
                 and self.answer is not None and self.answering is not session:
             self._answer_url = (session, data["url"])
@@ -364,9 +384,11 @@ class EsphomeServer:
             return
         if msg.event_type == pb.VOICE_ASSISTANT_ERROR:
             self._show(Look.ERROR)
-        elif msg.event_type == pb.VOICE_ASSISTANT_RUN_END and self.phase is Look.THINKING \
-                and self.answering is not session:
-            self._show(None)  # over without a spoken answer; a playing one ends in ``_played``
+        elif msg.event_type == pb.VOICE_ASSISTANT_RUN_END and self.answering is not session:
+            if self.phase is Look.THINKING:
+                self._show(None)  # over without a spoken answer; a playing one: ``_played``
+            if self._continue is session:  # no answer to wait for
+                self._listen_again(session)
 
     @property
     def speaks(self) -> bool:
@@ -393,6 +415,9 @@ class EsphomeServer:
             session.send(pb.VoiceAssistantAnnounceFinished(success=False))
             return
         urls = [u for u in (msg.preannounce_media_id, msg.media_id) if u]
+        if msg.start_conversation and session is self.voice:
+            self._continue = session  # HA's start_conversation: listen once it has played
+            self._conversation_id = ""
         self._play_urls(session, urls, "the announcement")
 
     def _play_urls(self, session: Session, urls: list[str], what: str) -> None:
@@ -412,6 +437,8 @@ class EsphomeServer:
                     self.answering = None
                     if self.phase is Look.THINKING:
                         self._show(None)
+                if self._continue is session:  # nothing was said: nothing to answer
+                    self._continue = None
                 session.send(pb.VoiceAssistantAnnounceFinished(success=False))
                 return
             if session not in self.sessions:
@@ -440,6 +467,17 @@ class EsphomeServer:
         session, self.answering = self.answering, None
         if session is not None:
             session.send(pb.VoiceAssistantAnnounceFinished(success=True))
+            if self._continue is session:
+                self._listen_again(session)
+
+    def _listen_again(self, session: Session) -> None:
+        """Continue-conversation: the microphone reopens for one turn, with no wake word,
+        once the answer's gate has passed (the device must not stream its own answer)."""
+        self._continue = None
+        if self.follow_up is None or session is not self.voice or self._loop is None:
+            return
+        log.info("the assistant asked to hear more: listening again, without a wake word")
+        self._loop.call_later(GATE_MARGIN_S, self.follow_up)
 
     def _unanswered(self, live: _Live) -> None:
         if self.live is live and not live.answered:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from edge.assist.session import MuteControl
     from edge.assist.stt import SttClient
     from edge.assist.wyoming import WyomingServer
-    from edge.pipeline.recorder import RecordingTap
+    from edge.pipeline.recorder import Recorder, RecordingTap
     from edge.wake.models import ModelStore
     from edge.wake.policy import ScoreRun
 
@@ -54,6 +54,11 @@ def output_speaker(output: str) -> Speaker | None:
             raise ConfigError(str(exc)) from None
         log.warning("no audio output (%s): the assistant's answers are not played", exc)
         return None
+
+
+def _follow_up(recorder: Recorder) -> None:
+    """Continue-conversation (the audio thread): a recording without a wake word."""
+    recorder.follow_up()
 
 
 class AssistPlugin:
@@ -128,6 +133,7 @@ class AssistPlugin:
         logged = false_wakes_logged(db_path(cfg), now) if cfg.activations.enabled else 0
         server = EsphomeServer(settings, mute, ended_by_assistant, answer, words, lights, bell,
                                FalseWakesToday(logged, now), clock.wall)
+        server.follow_up = lambda: commands.post(_follow_up)
         handoff = HandOff(server, Ledger(ledger_path(cfg), clock), commands, clock, publish)
         if a.allow_unencrypted:
             log.warning("assist.allow_unencrypted = true: a client without the key may connect "

@@ -45,6 +45,7 @@ FEATURE_SPEAKER = 1 << 1
 FEATURE_API_AUDIO = 1 << 2
 FEATURE_TIMERS = 1 << 3
 FEATURE_ANNOUNCE = 1 << 4
+FEATURE_START_CONVERSATION = 1 << 5
 HANDSHAKE_TIMEOUT_S = 30.0
 """How long a new connection may take to say hello and finish the handshake."""
 MUTE_KEY = 1
@@ -254,7 +255,8 @@ class Session:
             esphome_version=ESPHOME_VERSION, model="edge-recorder", manufacturer="edge-recorder",
             project_name="edge-recorder.satellite", project_version=__version__,
             voice_assistant_feature_flags=FEATURE_VOICE_ASSISTANT | FEATURE_API_AUDIO
-            | (FEATURE_SPEAKER | FEATURE_ANNOUNCE if self.server.speaks else 0)
+            | (FEATURE_SPEAKER | FEATURE_ANNOUNCE | FEATURE_START_CONVERSATION
+               if self.server.speaks else 0)
             | (FEATURE_TIMERS if self.server.rings else 0),
             api_encryption_supported=True)
 

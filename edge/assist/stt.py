@@ -42,9 +42,10 @@ from edge.pipeline.events import Event, TranscriptReady
 from edge.privacy.ledger import Ledger
 from edge.privacy.places import STT_OUTBOX_DIR as OUTBOX_DIR
 from edge.privacy.places import ledger_path
-from edge.privacy.secrets import need_tls_files, read_secret, reason
+from edge.privacy.secrets import read_secret, reason
 from edge.upload.destinations import https_destination
 from edge.upload.queue import Entry, Outbox
+from edge.upload.senders.https import TlsPool, redact
 from edge.upload.uploader import Uploader
 from edge.wake.policy import Detection
 
@@ -79,19 +80,7 @@ class SttSender:
         self.url = transcription_url(cfg.url)
         self.destination = https_destination(cfg.url)
         self.heard = heard
-        self._pool: Any = None
-
-    def _pool_manager(self) -> Any:
-        if self._pool is None:
-            import urllib3
-
-            need_tls_files("assist.stt", self.cfg.ca, self.cfg.cert, self.cfg.key)
-            timeout = urllib3.Timeout(connect=self.cfg.timeout_s, read=self.cfg.timeout_s)
-            self._pool = urllib3.PoolManager(
-                num_pools=1, maxsize=1, retries=False, timeout=timeout, cert_reqs="CERT_REQUIRED",
-                ca_certs=self.cfg.ca or None, cert_file=self.cfg.cert or None,
-                key_file=self.cfg.key or None)
-        return self._pool
+        self.pool = TlsPool("assist.stt", cfg)
 
     def send(self, entry: Entry, payload: bytes) -> None:
         import urllib3.exceptions as ue
@@ -106,16 +95,17 @@ class SttSender:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
-            r = self._pool_manager().request("POST", self.url, fields=fields, headers=headers,
-                                             redirect=False)
+            r = self.pool.get().request("POST", self.url, fields=fields, headers=headers,
+                                        redirect=False)
         except ue.SSLError as exc:
-            self.close()
-            raise UploadError(f"TLS with {where} failed ({reason(exc)[:160]}); check "
-                              "assist.stt.url, ca, cert and key") from None
+            self.pool.reset()
+            raise UploadError(f"TLS with {where} failed ({redact(reason(exc), self.cfg.url)}); "
+                              "check assist.stt.url, ca, cert and key") from None
         except (ue.HTTPError, OSError) as exc:
-            self.close()
-            raise UploadError(f"the request to {where} failed ({reason(exc)[:160]}); check "
-                              "assist.stt.url and that the server is running") from None
+            self.pool.reset()
+            raise UploadError(f"the request to {where} failed "
+                              f"({redact(reason(exc), self.cfg.url)}); check assist.stt.url and "
+                              "that the server is running") from None
         if not 200 <= r.status < 300:
             raise UploadError(f"{where} answered HTTP {r.status} {r.reason or ''}".rstrip()
                               + ("; the utterance waits and is sent again" if r.status >= 500
@@ -129,9 +119,7 @@ class SttSender:
         self.heard(entry, str(text).strip())
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.clear()
-            self._pool = None
+        self.pool.reset()
 
 
 def transcribe(cfg: SttConfig, activation_id: str, samples: np.ndarray) -> str:

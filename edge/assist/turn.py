@@ -33,6 +33,7 @@ import numpy as np
 from edge.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 from edge.clock import Clock
 from edge.pipeline.events import Event, TurnStreamed
+from edge.pipeline.recorder import FOLLOW_UP
 from edge.pipeline.runner import Commands
 from edge.privacy.ledger import Ledger
 from edge.wake.policy import Detection
@@ -164,7 +165,10 @@ class HandOff:
         # when it cannot be written, nothing is sent.
         try:
             self.ledger.append(clip=activation_id, result="sending", destination=destination,
-                               note=f"assist turn, wake word {detection.model}")
+                               note=f"assist turn, wake word {detection.model}"
+                               if detection.model != FOLLOW_UP else
+                               "assist follow-up turn: the assistant asked to hear more, "
+                               "no wake word")
         except OSError as exc:
             self.stats.unrecorded += 1
             log.error("the ledger cannot be written (%s): the turn is not streamed", exc)

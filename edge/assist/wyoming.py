@@ -14,7 +14,11 @@ through); ``ping`` gets ``pong``.
 
 A turn on the wire: ``detection`` (the wake word), ``run-pipeline`` (from the ASR stage to
 ``assist.wyoming.end_stage``), ``audio-start``, the pre-roll and live ``audio-chunk``s, and
-``audio-stop`` when our VAD, the cap or a mute ends it. The client's ``transcript``,
+``audio-stop`` when our VAD or the cap ends it. Wyoming has no way to withdraw an
+utterance, and a client (Home Assistant) transcribes whatever came before ``audio-stop``:
+so when a mute or a cancel aborts the turn, no ``audio-stop`` is sent; the device sends an
+``error`` (code ``aborted``) and closes the connection, which makes the client drop the run
+(it connects again, as it does after any disconnect). The client's ``transcript``,
 ``voice-stopped`` or ``error`` ends it on its side: nothing more is sent. The client's own
 ``audio-start``/``audio-chunk``/``audio-stop`` are the spoken answer (or an announcement):
 played on ``audio.output`` by the ``AnswerPlayer`` (wake detection gated meanwhile), then
@@ -114,6 +118,7 @@ class WyomingServer:
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._broadcast: Any = None
 
     # ---- the subsystem --------------------------------------------------------------------
 
@@ -163,6 +168,8 @@ class WyomingServer:
                 await asyncio.wait(self._tasks, timeout=5.0)
         if zc is not None:
             with contextlib.suppress(Exception):
+                if self._broadcast is not None:
+                    await self._broadcast
                 await zc.async_unregister_all_services()
             await zc.async_close()
 
@@ -177,7 +184,8 @@ class WyomingServer:
             info = ServiceInfo(SERVICE, f"{self.settings.name}.{SERVICE}", port=self.port,
                                server=f"{self.settings.name}.local.",
                                addresses=[socket.inet_aton(a) for a in addrs])
-            await zc.async_register_service(info)
+            # it returns once the name is claimed; the announcements go on in a task
+            self._broadcast = await zc.async_register_service(info)
         except Exception as exc:  # zeroconf raises several kinds (a name in use, no network)
             log.warning("could not announce %s on mDNS (%s); the client can still add the "
                         "satellite by its address", self.settings.name, exc)
@@ -223,7 +231,7 @@ class WyomingServer:
     def end(self, turn: Turn) -> None:
         if self.lights is not None:
             self.lights.show_turn(None if turn.aborted else Look.THINKING)
-        self._soon(self._end, turn.id)
+        self._soon(self._end, turn.id, turn.aborted)
 
     def _soon(self, fn: Callable[..., None], *args: object) -> None:
         loop = self._loop
@@ -326,13 +334,20 @@ class WyomingServer:
         if self.live is not None and self.live[0] == turn_id:
             self.live[1].send(AudioChunk(rate=SAMPLE_RATE, width=2, channels=1, audio=pcm))
 
-    def _end(self, turn_id: str) -> None:
+    def _end(self, turn_id: str, aborted: bool) -> None:
         from wyoming.audio import AudioStop
+        from wyoming.error import Error
 
-        if self.live is not None and self.live[0] == turn_id:
-            client = self.live[1]
-            self.live = None
+        if self.live is None or self.live[0] != turn_id:
+            return
+        client = self.live[1]
+        self.live = None
+        if not aborted:
             client.send(AudioStop())
+            return
+        client.send(Error(text="the utterance was withdrawn on the device (muted or "
+                               "cancelled): drop it", code="aborted"))
+        client.writer.close()  # the client's run ends with the connection, unanswered
 
     def _stop_turn(self, client: _Client, why: str) -> None:
         """The client ended the turn: nothing more is sent; the core closes it."""

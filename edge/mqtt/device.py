@@ -86,6 +86,10 @@ REMOTE_UNMUTE_REFUSED = ("mute: a remote unmute is refused on this device "
 STALL_S = 3.0
 """No frame for this long while listening: the audio input is in trouble (mode error)."""
 HOUR_S = 3600.0
+RECENT_MAX = 3600
+"""At most this many activations are remembered for the last hour's false count (one a second
+for an hour: a device past that is broken, and its count reads 3600), so that a clock that
+stands still, or a soak faster than real time, cannot grow the window without bound."""
 
 
 LABELS_IN_FLIGHT = 64
@@ -295,6 +299,8 @@ class MqttPlugin:
                           "wall_time": round(ev.wall_time, 3), "model": d.model,
                           "score": msg["score"]}
             self._recent[ev.activation_id] = _Recent(ev.wall_time, ev.likely_false)
+            if len(self._recent) > RECENT_MAX:  # oldest first: events arrive in time order
+                del self._recent[next(iter(self._recent))]
         if self.conn is not None:
             self.conn.publish(self.topics.activation, encode(msg), qos=1, retain=False)
 

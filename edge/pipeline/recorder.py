@@ -8,6 +8,8 @@ On a detection the clip is the pre-roll (the ring buffer, ending with the
 triggering frame) plus the frames that follow, until trailing silence after
 speech (``silence``), no speech at all (``no_speech``), or the cap
 (``max_length``). While muted no frame reaches the detector or the ring buffer.
+``follow_up`` starts a recording with no detection and no pre-roll, when a voice assistant
+asks to hear more (continue-conversation); it ends the same ways.
 
 What happens is published on the event bus (other threads) and, for state changes,
 also handed to ``listeners`` on the audio thread, in order, as it happens: the
@@ -52,6 +54,16 @@ from edge.wake.vad import Vad
 
 log = logging.getLogger(__name__)
 
+FOLLOW_UP = "follow-up"
+"""The model name of a recording the assistant asked for (``Recorder.follow_up``): it
+continues a conversation, with no wake word."""
+
+
+
+def _likely_false(reason: str, d: Detection) -> bool:
+    """Whether an activation that ended for ``reason`` counts as a false wake (a follow-up
+    that heard nothing is someone who had nothing more to say)."""
+    return reason in LIKELY_FALSE and d.model != FOLLOW_UP
 
 
 class StateListener(Protocol):
@@ -196,20 +208,36 @@ class Recorder:
         self._release_due(idx)
         return out
 
+    def follow_up(self) -> bool:
+        """Start a recording now, without a wake word: the assistant asked to hear more
+        (continue-conversation). Its model is ``FOLLOW_UP``; it ends as any recording does,
+        and one that hears nothing is not a false wake. False (nothing starts) unless the
+        recorder is listening."""
+        if self.state is not State.LISTENING:
+            return False
+        idx = self.frame_index - 1
+        self._start(Detection(FOLLOW_UP, 0.0, idx, 0, 0.0), idx)
+        return True
+
     def gate(self, seconds: float) -> None:
         """For the next ``seconds`` (a chime playing), no frame counts as speech or triggers."""
         self._gate_until = max(self._gate_until, self.frame_index + frames_for(seconds))
 
     def _start(self, d: Detection, idx: int) -> None:
-        self.stats.detections += 1
+        follow_up = d.model == FOLLOW_UP
+        if not follow_up:
+            self.stats.detections += 1
+        # a follow-up has no pre-roll: what the ring holds is the answer just played
+        pre_roll = np.zeros(0, np.int16) if follow_up else self.ring.snapshot()
         rec = _Recording(str(uuid.uuid4()), str(uuid.uuid4()), d, self.clock.wall(),
-                         idx + 1 - self.ring.filled_frames, [self.ring.snapshot()])
+                         idx + 1 - len(pre_roll) // FRAME_SAMPLES, [pre_roll])
         self._rec = rec
         self.vad.reset()
         for tap in self.taps:  # before the state change: a listener may mute at once
             tap.recording_started(rec.activation_id, d, rec.frames[0])
-        self.bus.publish(DetectionEvent(d, rec.activation_id, rec.wall_time))
-        self._set_state(State.RECORDING, "detection")
+        if not follow_up:
+            self.bus.publish(DetectionEvent(d, rec.activation_id, rec.wall_time))
+        self._set_state(State.RECORDING, "follow_up" if follow_up else "detection")
         self.bus.publish(RecordingStarted(rec.activation_id, rec.clip_id, d.model, self.t,
                                           rec.wall_time))
 
@@ -265,14 +293,14 @@ class Recorder:
             self.bus.publish(ClipReady(clip))
             self.bus.publish(ActivationEnded(clip.activation_id, d, clip.wall_time, clip.id,
                                              clip.reason, clip.duration_s, clip.vad_speech_ratio,
-                                             clip.reason in LIKELY_FALSE, run))
+                                             _likely_false(clip.reason, d), run))
 
     def _discard(self, clip: Clip, d: Detection, run: ScoreRun, reason: str) -> None:
         self.stats.discarded += 1
         audio = clip.audio if self.keep_false_audio else None
         self.bus.publish(ActivationEnded(clip.activation_id, d, clip.wall_time, None, reason,
                                          clip.duration_s, clip.vad_speech_ratio,
-                                         reason in LIKELY_FALSE, run, audio))
+                                         _likely_false(reason, d), run, audio))
 
     def _release_due(self, idx: int) -> None:
         while self._held and self._held[0].release_at <= idx:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from edge.config import HttpsUploadConfig
 from edge.errors import UploadError
@@ -45,24 +45,52 @@ _FIX = {
 }
 
 
+class TlsSettings(Protocol):
+    """What a section that POSTs over HTTPS says about TLS ([upload.https], [assist.stt])."""
+
+    @property
+    def ca(self) -> str: ...
+    @property
+    def cert(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def timeout_s(self) -> float: ...
+
+
+class TlsPool:
+    """One verified HTTPS connection, made on first use from ``section``'s TLS files and dropped
+    after a failure, so that the next request connects anew."""
+
+    def __init__(self, section: str, tls: TlsSettings) -> None:
+        self.section = section
+        self.tls = tls
+        self._pool: Any = None
+
+    def get(self) -> Any:
+        if self._pool is None:
+            import urllib3
+
+            t = self.tls
+            need_tls_files(self.section, t.ca, t.cert, t.key)
+            timeout = urllib3.Timeout(connect=t.timeout_s, read=t.timeout_s)
+            self._pool = urllib3.PoolManager(
+                num_pools=1, maxsize=1, retries=False, timeout=timeout, cert_reqs="CERT_REQUIRED",
+                ca_certs=t.ca or None, cert_file=t.cert or None, key_file=t.key or None)
+        return self._pool
+
+    def reset(self) -> None:
+        if self._pool is not None:
+            self._pool.clear()
+            self._pool = None
+
+
 class HttpsSender:
     def __init__(self, cfg: HttpsUploadConfig, device_id: str) -> None:
         self.cfg = cfg
         self.device_id = device_id
         self.destination = https_destination(cfg.url)
-        self._pool: Any = None
-
-    def _pool_manager(self) -> Any:
-        if self._pool is None:
-            import urllib3
-
-            need_tls_files("upload.https", self.cfg.ca, self.cfg.cert, self.cfg.key)
-            timeout = urllib3.Timeout(connect=self.cfg.timeout_s, read=self.cfg.timeout_s)
-            self._pool = urllib3.PoolManager(
-                num_pools=1, maxsize=1, retries=False, timeout=timeout, cert_reqs="CERT_REQUIRED",
-                ca_certs=self.cfg.ca or None, cert_file=self.cfg.cert or None,
-                key_file=self.cfg.key or None)
-        return self._pool
+        self.pool = TlsPool("upload.https", cfg)
 
     def headers(self, entry: Entry) -> dict[str, str]:
         meta = wire_metadata(entry.meta, self.device_id, entry.sha256, entry.content_type)
@@ -86,13 +114,13 @@ class HttpsSender:
         where = self.destination
 
         def why(exc: BaseException) -> str:
-            return _short(reason(exc), self.cfg.url)
+            return redact(reason(exc), self.cfg.url)
 
         try:
-            r = self._pool_manager().request("POST", self.cfg.url, body=payload,
+            r = self.pool.get().request("POST", self.cfg.url, body=payload,
                                              headers=self.headers(entry), redirect=False)
         except ue.SSLError as exc:
-            self._reset()
+            self.pool.reset()
             if "verify failed" in str(exc).lower().replace("_", " "):
                 raise UploadError(f"TLS certificate check failed for {where}; set "
                                   "upload.https.ca to the CA certificate that signed the "
@@ -100,11 +128,11 @@ class HttpsSender:
             raise UploadError(f"TLS handshake with {where} failed ({why(exc)}); check "
                               "upload.https.url, ca, cert and key") from None
         except (ue.NewConnectionError, ue.ConnectTimeoutError) as exc:
-            self._reset()
+            self.pool.reset()
             raise UploadError(f"cannot reach {where} ({why(exc)}); check upload.https.url and "
                               "that the receiver is running") from None
         except (ue.HTTPError, OSError) as exc:
-            self._reset()
+            self.pool.reset()
             raise UploadError(f"the request to {where} failed ({why(exc)}); it is "
                               "retried") from None
         if 200 <= r.status < 300:
@@ -115,16 +143,11 @@ class HttpsSender:
         raise UploadError(f"{where} answered HTTP {r.status} {r.reason or ''}".rstrip()
                           + f"; {fix}")
 
-    def _reset(self) -> None:
-        if self._pool is not None:
-            self._pool.clear()
-            self._pool = None
-
     def close(self) -> None:
-        self._reset()
+        self.pool.reset()
 
 
-def _short(text: str, url: str, limit: int = 160) -> str:
+def redact(text: str, url: str, limit: int = 160) -> str:
     """An error's text, one line, with the URL's path and query (maybe secret) taken out."""
     from urllib.parse import urlsplit
 
