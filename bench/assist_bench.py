@@ -55,6 +55,7 @@ from edge.audio.wav import encode_wav  # noqa: E402
 from edge.compose.daemon import Seams, build_device  # noqa: E402
 from edge.config import AssistConfig, Config, replace  # noqa: E402
 from edge.pipeline.events import DetectionEvent  # noqa: E402
+from tests.fakes import FakeChime  # noqa: E402
 
 OUT = ROOT / "bench" / "results"
 PHRASES = {k: v for k, v in synth.WAKE_PHRASES.items() if k != "hey_mycroft"}
@@ -127,14 +128,6 @@ class TimedSpeaker:
 
     def end(self) -> None:
         self.last.append(self.last_written)
-
-    def close(self) -> None:
-        pass
-
-
-class NoChime:
-    def play(self, kind: str) -> None:
-        pass
 
     def close(self) -> None:
         pass
@@ -255,7 +248,7 @@ def latency() -> dict[str, Any]:
                   wake=replace(Config().wake, models=list(PHRASES)))
     source, speaker = PacedSource(), TimedSpeaker()
     device = build_device(cfg, source, Seams(
-        chime_output=NoChime(), systemd=lambda _models: None, speaker=speaker,
+        chime_output=FakeChime(), systemd=lambda _models: None, speaker=speaker,
         device_id="0123456789abcdef"))
     assert device.assist is not None
     detections: list[int] = []

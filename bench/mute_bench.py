@@ -24,12 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio import synth
-from edge.audio.frames import FRAME_SAMPLES
-from edge.compose.daemon import Seams, build_device
-from edge.config import Config, HardwareConfig, replace
-from edge.pipeline.events import State
-from edge.wake.engine import WakeEngine
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edge.audio import synth  # noqa: E402
+from edge.audio.frames import FRAME_SAMPLES  # noqa: E402
+from edge.compose.daemon import Seams, build_device  # noqa: E402
+from edge.config import Config, HardwareConfig, replace  # noqa: E402
+from edge.pipeline.events import State  # noqa: E402
+from edge.wake.engine import WakeEngine  # noqa: E402
+from tests.fakes import FakeChime  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 TRIALS = 40
@@ -72,14 +75,6 @@ class LiveLikeSource:
         pass
 
 
-class NoChime:
-    def play(self, kind: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def main() -> int:
     from gpiozero.pins.mock import MockFactory
 
@@ -107,7 +102,7 @@ def main() -> int:
             self.engine.zero()
 
     daemon = build_device(cfg, source, Seams(
-        pin_factory=factory, chime_output=NoChime(), wrap_engine=Timed,  # type: ignore[arg-type]
+        pin_factory=factory, chime_output=FakeChime(), wrap_engine=Timed,  # type: ignore[arg-type]
         systemd=lambda _models: None)).daemon
     pin = factory.pin(22)
     pin.drive_low()

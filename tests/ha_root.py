@@ -28,12 +28,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from tests.nspawn_root import _prune, apt_mirror, cache_dir, host_codename
+from tests.nspawn_root import _prune, apt_mirror, cache_dir, host_codename, terminate
 
 CODENAME = "trixie"
 HA_VERSION = "2026.2.3"
@@ -172,11 +171,4 @@ class HomeAssistant:
 
     def stop(self, timeout: float = 60) -> None:
         """SIGTERM reaches hass through nspawn; kill only the nspawn process started here."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
+        terminate(self.proc, timeout)

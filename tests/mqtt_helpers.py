@@ -14,9 +14,21 @@ import numpy as np
 
 from edge.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 from edge.config import ActivationsConfig, Config, MqttConfig, OutputConfig, replace
+from tests.fixtures.audio import phrase
 from tests.waiting import wait_for
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
+DEVICE = "0123456789abcdef"
+"""The device id the MQTT tests' devices run as."""
+ROOT = f"edge/{DEVICE}"
+"""Its topics' root."""
+
+
+def wake_and_request() -> np.ndarray:
+    """Half a second of silence, "hey jarvis", a request, then a second and a half of quiet."""
+    gap = np.zeros(4000, np.int16)
+    return np.concatenate([np.zeros(8000, np.int16), phrase("hey jarvis"), gap,
+                           phrase("what is the weather like today"), np.zeros(24000, np.int16)])
 
 
 class LiveSource:

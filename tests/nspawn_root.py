@@ -104,6 +104,19 @@ def debian_root() -> Path:
     return root
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM to ``proc`` (a ``systemd-nspawn`` started here: it passes the signal on to
+    what it runs); killed, it alone, if it has not ended within ``timeout`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+
+
 def _prune(prefix: str, keep: Path) -> None:
     """Remove the cache's older entries of one kind, so it holds one root and one wheelhouse."""
     for old in cache_dir().glob(f"{prefix}*"):
@@ -219,11 +232,4 @@ class Container:
 
     def stop(self, timeout: float = 90) -> None:
         """Power the container off (nspawn turns SIGTERM into an orderly shutdown)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
+        terminate(self.proc, timeout)

@@ -11,14 +11,9 @@ import time
 from edge.activations.schema import _SCHEMA, SCHEMA_VERSION, connect
 from edge.activations.store import ActivationLog, db_path
 from edge.pipeline.events import ActivationEnded, RecordingStopped, TurnStreamed
+from tests.assist_helpers import Satellite
 from tests.fakes import HeldSource
-from tests.test_assist_esphome import (
-    HomeAssistant,
-    Satellite,
-    events,
-    make_satellite,
-    voice_subscribed,
-)
+from tests.test_assist_esphome import HomeAssistant, events, make_satellite, voice_subscribed
 from tests.waiting import wait_for
 
 __all__ = ["make_satellite"]  # the fixture

@@ -21,23 +21,13 @@ from edge.assist.session import FEATURE_ANNOUNCE, FEATURE_TIMERS
 from edge.audio import synth
 from edge.audio.frames import FRAME_S
 from edge.audio.wav import encode_wav
-from edge.config import HardwareConfig, replace
 from edge.hardware.plugin import RING_EVERY_S, RING_S
 from edge.pipeline.events import CancelPressed, RecordingStarted
-from tests.device import build
-from tests.fakes import Collector, FakeChime
+from tests.assist_helpers import MUTE_PIN, Satellite, assemble, until
+from tests.fakes import FakeChime
 from tests.fixtures.audio import phrase
 from tests.fixtures.hardware import ScriptedSource
-from tests.test_assist_esphome import (
-    DEVICE_ID,
-    MUTE_PIN,
-    RoomSpeaker,
-    Satellite,
-    config,
-    connected,
-    make_satellite,
-    until,
-)
+from tests.test_assist_esphome import RoomSpeaker, config, connected, make_satellite
 from tests.waiting import wait_for
 
 __all__ = ["make_satellite"]  # the fixture
@@ -133,13 +123,8 @@ def test_any_rate_and_channel_count_is_played_at_16_khz_mono(tmp_path: Path):
 
 def ringing_satellite(tmp_path: Path, source: Any, factory: Any) -> Satellite:
     """With the generic-usb board's button (GPIO17) and chimes played on the audio thread."""
-    cfg = replace(config(tmp_path), hardware=HardwareConfig(profile="generic-usb"))
-    cfg = replace(cfg, audio=replace(cfg.audio, output="none"))
-    device = build(cfg, source, device_id=DEVICE_ID, pin_factory=factory,
-                   chime_output=FakeChime(), chime_background=False)
-    events = Collector()
-    device.daemon.bus.subscribe("test", events)
-    return Satellite(device, cfg, events, source)
+    return assemble(config(tmp_path), source, factory, chime_output=FakeChime(),
+                    chime_background=False)
 
 
 def timers(sat: Satellite) -> list[str]:

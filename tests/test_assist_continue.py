@@ -17,18 +17,11 @@ from edge.audio.frames import FRAME_S, FRAME_SAMPLES
 from edge.audio.wav import encode_wav
 from edge.pipeline.events import DetectionEvent, RecordingStarted
 from edge.pipeline.recorder import FOLLOW_UP
+from tests.assist_helpers import Satellite, until, wake_stream
 from tests.fixtures.audio import phrase
 from tests.fixtures.hardware import ScriptedSource
 from tests.test_assist_announce import media
-from tests.test_assist_esphome import (
-    HomeAssistant,
-    RoomSpeaker,
-    Satellite,
-    make_satellite,
-    until,
-    voice_subscribed,
-    wake_stream,
-)
+from tests.test_assist_esphome import HomeAssistant, RoomSpeaker, make_satellite, voice_subscribed
 
 __all__ = ["make_satellite", "media"]  # the fixtures
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.assist.keys import key_path, load_or_create_key
-from edge.config import AssistConfig, Config, replace
+from edge.config import AssistConfig, AudioConfig, Config, replace
 from edge.service.doctor import Doctor, Status
 from tests.fixtures.mqtt import free_port
 
@@ -31,12 +31,55 @@ def test_assist_off_is_ok_and_binds_nothing(tmp_path):
 
 
 def test_a_private_key_and_a_free_port_pass(tmp_path):
-    cfg = assist_cfg(tmp_path)
+    cfg = replace(assist_cfg(tmp_path), audio=AudioConfig(output="none"))
     load_or_create_key(key_path(cfg))
     found = assist_findings(cfg)
-    assert [s for s, _ in found] == [Status.OK, Status.OK]
+    assert [s for s, _ in found] == [Status.OK, Status.OK, Status.OK]
     assert "is private (mode 600" in found[0][1]
-    assert f"can listen on 127.0.0.1:{cfg.assist.port}" in found[1][1]
+    assert found[1][1] == "audio.output = 'none': the assistant's answers are not played"
+    assert f"can listen on 127.0.0.1:{cfg.assist.port}" in found[2][1]
+
+
+ASOUNDRC = """pcm.speaker {{ type file; slave.pcm {{ type null }}; file "{played}"; format "raw" }}
+pcm.default {{ type file; slave.pcm {{ type null }}; file "/dev/null"; infile "{missing}" }}
+"""
+NO_CARD = """pcm.default { type hw; card 99 }
+ctl.default { type hw; card 99 }
+"""
+
+
+def output_findings(cfg: Config) -> list[tuple[Status, str]]:
+    return [(s, d) for s, d in assist_findings(cfg)
+            if d.startswith(("audio.output", "the answers play"))]
+
+
+def test_the_answers_output_is_checked_on_the_devices_this_machine_has(tmp_path, monkeypatch):
+    """ALSA's file plugin stands in for a speaker: a named output must be one of them."""
+    conf = tmp_path / "asoundrc"
+    conf.write_text(ASOUNDRC.format(played=tmp_path / "played.raw",
+                                    missing=tmp_path / "none.raw"))
+    monkeypatch.setenv("ALSA_CONFIG_PATH", str(conf))
+    cfg = assist_cfg(tmp_path)
+    load_or_create_key(key_path(cfg))
+    ((status, detail),) = output_findings(replace(cfg, audio=AudioConfig(output="speaker")))
+    assert status is Status.OK and detail.startswith("the answers play on audio.output = ")
+    ((status, detail),) = output_findings(replace(cfg, audio=AudioConfig(output="usb dac")))
+    assert status is Status.FAIL
+    assert detail.startswith("audio.output = 'usb dac': no such output device (outputs: ")
+
+
+def test_no_output_at_all_warns_for_the_default_and_fails_for_a_named_one(tmp_path, monkeypatch):
+    conf = tmp_path / "asoundrc"
+    conf.write_text(NO_CARD)  # the default is a sound card this machine does not have
+    monkeypatch.setenv("ALSA_CONFIG_PATH", str(conf))
+    from edge.audio.portaudio import has_output_device
+
+    assert not has_output_device()
+    cfg = assist_cfg(tmp_path)
+    ((status, detail),) = output_findings(cfg)
+    assert status is Status.WARN and "this machine has no audio output" in detail
+    ((status, _),) = output_findings(replace(cfg, audio=AudioConfig(output="speaker")))
+    assert status is Status.FAIL
 
 
 def test_plaintext_allowed_is_a_warning(tmp_path):

@@ -29,31 +29,36 @@ from aioesphomeapi import (
 )
 
 from edge.assist.framing import REFUSE_PLAINTEXT
-from edge.assist.keys import key_path, new_key, read_key
+from edge.assist.keys import new_key
 from edge.assist.naming import local_mac
 from edge.audio import synth
 from edge.audio.frames import FRAME_S, FRAME_SAMPLES
-from edge.compose.daemon import Device
-from edge.config import AssistConfig, Config, HardwareConfig, replace
+from edge.config import AssistConfig, Config, replace
 from edge.errors import ConfigError
-from edge.pipeline.events import DetectionEvent, MuteChanged, RecordingStopped
+from edge.pipeline.events import DetectionEvent, MuteChanged, RecordingStopped, UnmuteRefused
 from edge.pipeline.recorder import frames_for
 from edge.privacy.ledger import read_ledger
+from tests.assist_helpers import (
+    DEVICE_ID,
+    MUTE_PIN,
+    Satellite,
+    alsa_stream,
+    assemble,
+    assert_streamed_from_the_wake_word,
+    listening,
+    stopped_after,
+    until,
+    wake_stream,
+)
 from tests.device import build
-from tests.fakes import Collector, HeldSource
+from tests.fakes import HeldSource
+from tests.fixtures.alsa import stop_edge_run
 from tests.fixtures.audio import phrase, prose
 from tests.fixtures.hardware import ScriptedSource
 from tests.fixtures.mqtt import free_port
 from tests.waiting import wait_for
 
-DEVICE_ID = "0123456789abcdef"
 NAME = "test-satellite"
-MUTE_PIN = 22
-
-
-def wake_stream() -> np.ndarray:
-    return synth.concat([synth.silence(1.0), phrase("hey jarvis"), synth.silence(0.3),
-                         phrase("turn on the kitchen lights"), synth.silence(2.5)])
 
 
 def config(tmp_path: Path, **assist: Any) -> Config:
@@ -62,90 +67,16 @@ def config(tmp_path: Path, **assist: Any) -> Config:
                                           "port": free_port(), "name": NAME, **assist}))
 
 
-async def until(cond: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    """``tests.waiting.wait_for`` for a coroutine: the first truthy ``cond()``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (value := cond()):
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.01)
-    return value
-
-
-@dataclass
-class Satellite:
-    """The live daemon with assist on, its audio loop run on a thread by ``running``."""
-
-    device: Device
-    cfg: Config
-    events: Collector
-    source: Any
-    thread: threading.Thread | None = None
-
-    @property
-    def key(self) -> str:
-        key = read_key(key_path(self.cfg))
-        assert key is not None
-        return key
-
-    @property
-    def port(self) -> int:
-        assert self.device.assist is not None
-        return self.device.assist.port
-
-    def run(self) -> None:
-        self.thread = threading.Thread(target=self.device.daemon.run, name="audio-loop",
-                                       kwargs={"install_signals": False}, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        if self.thread is None:
-            self.device.daemon.close()
-            return
-        if isinstance(self.source, HeldSource):
-            self.source.release.set()
-        self.device.daemon.stop()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "the audio loop did not stop"
-
-    def ledger(self) -> list[dict[str, Any]]:
-        return read_ledger(self.cfg.state_path / "ledger.jsonl").entries
-
-
 def satellite(tmp_path: Path, source: Any = None, factory: Any = None, speaker: Any = None,
               **assist: Any) -> Satellite:
-    """The daemon with assist on; with a pin ``factory``, on the generic-usb board (its mute
-    switch on GPIO22, muted while high); answers play on ``speaker`` (None: on nothing)."""
-    cfg = config(tmp_path, **assist)
-    seams: dict[str, Any] = {"device_id": DEVICE_ID}
-    if speaker is None:
-        cfg = replace(cfg, audio=replace(cfg.audio, output="none"))
-    else:
-        seams["speaker"] = speaker
-    if factory is not None:
-        cfg = replace(cfg, hardware=HardwareConfig(profile="generic-usb"))
-        seams["pin_factory"] = factory
-    source = source if source is not None else HeldSource(wake_stream())
-    device = build(cfg, source, **seams)
-    events = Collector()
-    device.daemon.bus.subscribe("test", events)
-    return Satellite(device, cfg, events, source)
+    """The daemon with assist on (``tests.assist_helpers.assemble``)."""
+    return assemble(config(tmp_path, **assist), source, factory, speaker)
 
 
 @pytest.fixture
 def make_satellite(tmp_path):  # type: ignore[no-untyped-def]
-    made: list[Satellite] = []
-
-    def make(source: Any = None, factory: Any = None, speaker: Any = None,
-             **assist: Any) -> Satellite:
-        sat = satellite(tmp_path, source, factory, speaker, **assist)
-        made.append(sat)
-        return sat
-
-    yield make
-    for sat in made:
-        sat.stop()
+    """``make_satellite(source, factory, speaker, **assist)``: ``satellite``, stopped after."""
+    yield from stopped_after(lambda *args, **kwargs: satellite(tmp_path, *args, **kwargs))
 
 
 @dataclass
@@ -199,6 +130,24 @@ def switch_states(into: list[Any], value: bool = False) -> Callable[[Any], None]
             into.append(state.state if value else state)
 
     return keep
+
+
+async def mute_then_unmute(sat: Satellite, states: list[bool]) -> None:
+    """Home Assistant turns the mute switch on, then off; ``states`` is what it is told."""
+    client = await connected(sat, sat.key)
+    entities, _ = await client.list_entities_services()
+    [mute] = [e for e in entities if isinstance(e, SwitchInfo)]
+    client.subscribe_states(switch_states(states, value=True))
+    sat.run()
+    await until(lambda: states, "the first state")
+    client.switch_command(mute.key, True)
+    await until(lambda: states[-1] is True, "the mute to take hold")
+    client.switch_command(mute.key, False)
+    await until(lambda: len(states) >= 3, "the answer to the unmute")
+    await until(lambda: sat.device.hardware.mute.causes != {"soft"} or
+                sat.events.of(UnmuteRefused), "the unmute to be decided")
+    await client.device_info()  # a state sent after the decision arrives by now
+    await client.disconnect()
 
 
 def run(coro: Callable[[], Awaitable[None]]) -> None:
@@ -425,23 +374,8 @@ def test_home_assistant_may_mute_but_not_unmute(make_satellite, factory):
                          factory)
     factory.pin(MUTE_PIN).drive_low()
 
-    async def home_assistant() -> list[bool]:
-        client = await connected(sat, sat.key)
-        entities, _ = await client.list_entities_services()
-        [mute] = [e for e in entities if isinstance(e, SwitchInfo)]
-        states: list[bool] = []
-        client.subscribe_states(switch_states(states, value=True))
-        sat.run()
-        await until(lambda: states, "the first state")
-        client.switch_command(mute.key, True)
-        await until(lambda: states[-1] is True, "the mute to take hold")
-        client.switch_command(mute.key, False)
-        await until(lambda: len(states) >= 3, "the refusal's state")
-        await client.device_info()
-        await client.disconnect()
-        return states
-
-    states = asyncio.run(home_assistant())
+    states: list[bool] = []
+    asyncio.run(mute_then_unmute(sat, states))
     assert states[0] is False and states[1] is True
     assert all(states[1:])  # the unmute was refused: still muted
     assert sat.device.hardware.mute.causes == {"soft"}
@@ -599,12 +533,10 @@ def test_the_answer_plays_and_the_device_does_not_wake_on_it(make_satellite):
 def test_edge_run_on_an_alsa_microphone_hands_the_turn_to_home_assistant(alsa, tmp_path):
     """The whole device as a person runs it: `edge assist key`, then `edge run` on a real ALSA
     capture device (the file plugin, at a microphone's pace), and the client playing HA."""
-    import signal
     import subprocess
     import sys
 
-    lead = synth.silence(8.0)  # time for the client to connect before anyone speaks
-    stream = synth.concat([lead, wake_stream()])
+    stream = alsa_stream()
     alsa.add("usbmic", stream)
     port = free_port()
     conf = tmp_path / "edge.toml"
@@ -619,12 +551,7 @@ def test_edge_run_on_an_alsa_microphone_hands_the_turn_to_home_assistant(alsa, t
                              "--realtime"], stderr=subprocess.PIPE, text=True, env=alsa.env)
 
     async def home_assistant() -> HomeAssistant:
-        def listening() -> bool:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        await until(listening, "`edge run` to listen", timeout=120)
+        await until(lambda: listening(proc, port), "`edge run` to listen", timeout=120)
         client = APIClient("127.0.0.1", port, None, noise_psk=key, client_info="edge tests")
         await client.connect(login=True)
         ha = HomeAssistant(client)
@@ -635,18 +562,14 @@ def test_edge_run_on_an_alsa_microphone_hands_the_turn_to_home_assistant(alsa, t
 
     try:
         ha = asyncio.run(home_assistant())
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        stop_edge_run(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
     assert [s[2] for s in ha.starts] == ["Hey Jarvis"] and ha.stops == [False]
     heard = ha.samples
     # the audio is the microphone's, from a frame boundary before the wake word on
-    starts = [i for i in range(0, len(lead) + len(phrase("hey jarvis")), FRAME_SAMPLES)
-              if np.array_equal(stream[i:i + len(heard)], heard)]
-    assert len(starts) == 1 and starts[0] <= len(lead) + 16000  # the wake word is included
+    assert_streamed_from_the_wake_word(stream, heard)
     assert len(heard) >= frames_for(Config().audio.pre_roll_s) * FRAME_SAMPLES
     entries = read_ledger(tmp_path / "state" / "ledger.jsonl").entries
     assert [e["result"] for e in entries] == ["sending", "delivered"]

@@ -43,12 +43,12 @@ from websockets.sync.client import connect as ws_connect
 from edge.audio.frames import FRAME_S, FRAME_SAMPLES
 from edge.config import AssistConfig, Config, replace
 from edge.privacy.ledger import read_ledger
+from tests.assist_helpers import wake_stream
 from tests.device import build
 from tests.fixtures.audio import phrase
 from tests.fixtures.hardware import ScriptedSource
 from tests.fixtures.mqtt import free_port
 from tests.ha_root import HomeAssistant, ha_root
-from tests.test_assist_esphome import wake_stream
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]

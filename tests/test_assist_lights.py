@@ -10,18 +10,10 @@ from aioesphomeapi import VoiceAssistantEventType
 
 from edge.audio.frames import FRAME_S
 from edge.hardware.indicators import Look
+from tests.assist_helpers import MUTE_PIN, Satellite, until, wake_stream
 from tests.fixtures.audio import phrase
 from tests.fixtures.hardware import ScriptedSource
-from tests.test_assist_esphome import (
-    MUTE_PIN,
-    HomeAssistant,
-    RoomSpeaker,
-    Satellite,
-    make_satellite,
-    until,
-    voice_subscribed,
-    wake_stream,
-)
+from tests.test_assist_esphome import HomeAssistant, RoomSpeaker, make_satellite, voice_subscribed
 from tests.waiting import wait_for
 
 __all__ = ["make_satellite"]  # the fixture

@@ -5,44 +5,18 @@ from __future__ import annotations
 
 import asyncio
 
-from aioesphomeapi import SwitchInfo
-
 from edge.audio import synth
 from edge.audio.frames import FRAME_S
 from edge.pipeline.events import UnmuteRefused
+from tests.assist_helpers import MUTE_PIN
 from tests.fixtures.hardware import ScriptedSource
-from tests.test_assist_esphome import (
-    MUTE_PIN,
-    Satellite,
-    connected,
-    make_satellite,
-    switch_states,
-    until,
-)
+from tests.test_assist_esphome import make_satellite, mute_then_unmute
 
 __all__ = ["make_satellite"]  # the fixture
 
 
 def silence() -> ScriptedSource:
     return ScriptedSource(synth.silence(1.0), endless=True, pace_s=FRAME_S)
-
-
-async def mute_then_unmute(sat: Satellite, states: list[bool]) -> None:
-    """Home Assistant turns the mute switch on, then off; ``states`` is what it is told."""
-    client = await connected(sat, sat.key)
-    entities, _ = await client.list_entities_services()
-    [mute] = [e for e in entities if isinstance(e, SwitchInfo)]
-    client.subscribe_states(switch_states(states, value=True))
-    sat.run()
-    await until(lambda: states, "the first state")
-    client.switch_command(mute.key, True)
-    await until(lambda: states[-1] is True, "the mute to take hold")
-    client.switch_command(mute.key, False)
-    await until(lambda: len(states) >= 3, "the answer to the unmute")
-    await until(lambda: sat.device.hardware.mute.causes != {"soft"} or
-                sat.events.of(UnmuteRefused), "the unmute to be decided")
-    await client.device_info()  # a state sent after the decision arrives by now
-    await client.disconnect()
 
 
 def test_with_the_opt_in_home_assistant_clears_a_soft_mute(make_satellite, factory):

@@ -14,11 +14,10 @@ import email.policy
 import io
 import json
 import logging
-import ssl
 import threading
 import wave
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +39,13 @@ from edge.config import (
 )
 from edge.errors import ConfigError
 from edge.pipeline.events import RecordingStarted, RecordingStopped, TranscriptReady
+from tests.assist_helpers import DEVICE_ID, MUTE_PIN, Satellite, wake_stream
 from tests.device import build
 from tests.fakes import Collector, HeldSource
 from tests.fixtures.audio import prose
 from tests.fixtures.hardware import ScriptedSource
-from tests.fixtures.https import TlsFiles, make_tls_files
-from tests.test_assist_esphome import DEVICE_ID, MUTE_PIN, Satellite, pre_roll_start, wake_stream
+from tests.fixtures.https import LoopbackServer, TlsFiles, make_tls_files
+from tests.test_assist_esphome import pre_roll_start
 from tests.waiting import wait_for
 
 
@@ -64,11 +64,10 @@ def heard(samples: np.ndarray, rate: int) -> str:
     return f"{len(samples)} samples at {rate} Hz"
 
 
-class TranscriptionServer:
+class TranscriptionServer(LoopbackServer):
     """``/v1/audio/transcriptions`` on loopback (http, or https with ``tls``)."""
 
     def __init__(self, tls: TlsFiles | None = None) -> None:
-        self.tls = tls
         self.requests: list[Transcription] = []
         self._statuses: list[int] = []
         self.stall = threading.Event()
@@ -105,19 +104,11 @@ class TranscriptionServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        if tls is not None:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.load_cert_chain(tls.cert, tls.key)
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(Handler, tls)
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        return self.origin
 
     def respond(self, *statuses: int) -> None:
         with self._cond:
@@ -128,8 +119,7 @@ class TranscriptionServer:
 
     def close(self) -> None:
         self.stall.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
 
 
 def parse(content_type: str, body: bytes) -> tuple[dict[str, str], np.ndarray, int]:

@@ -5,6 +5,7 @@ it, plays it, and says it has played; an answer that also streams plays once, fr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 from aioesphomeapi import VoiceAssistantEventType
@@ -13,17 +14,11 @@ from edge.audio import synth
 from edge.audio.frames import FRAME_S
 from edge.audio.wav import encode_wav
 from edge.pipeline.events import DetectionEvent
+from tests.assist_helpers import Satellite, until, wake_stream
 from tests.fixtures.audio import phrase
 from tests.fixtures.hardware import ScriptedSource
 from tests.test_assist_announce import media
-from tests.test_assist_esphome import (
-    HomeAssistant,
-    RoomSpeaker,
-    make_satellite,
-    until,
-    voice_subscribed,
-    wake_stream,
-)
+from tests.test_assist_esphome import HomeAssistant, RoomSpeaker, make_satellite, voice_subscribed
 from tests.waiting import wait_for
 
 __all__ = ["make_satellite", "media"]  # the fixtures
@@ -35,18 +30,35 @@ def answer_sound() -> np.ndarray:
     return synth.concat([phrase("turned on the light"), synth.silence(0.1)])
 
 
-def test_an_answer_by_url_is_fetched_played_and_reported(make_satellite, media):
-    base, files = media
+def in_the_room(make_satellite: Callable[..., Satellite]) -> tuple[Satellite, RoomSpeaker]:
+    """A satellite that hears a wake word, with a speaker in the room for its answers."""
     source = ScriptedSource(wake_stream(), endless=True, pace_s=FRAME_S)
     speaker = RoomSpeaker(source)
-    sat = make_satellite(source, speaker=speaker)
+    return make_satellite(source, speaker=speaker), speaker
+
+
+def answer_at(files: dict[str, bytes]) -> np.ndarray:
+    """The answer, served as ``/api/tts_proxy/answer.wav``."""
     answer = answer_sound()
     files["/api/tts_proxy/answer.wav"] = encode_wav(answer, 16000)
+    return answer
+
+
+async def after_the_turn(sat: Satellite) -> HomeAssistant:
+    """Home Assistant, subscribed, once the device's turn has ended."""
+    ha = await voice_subscribed(sat)
+    sat.run()
+    await until(lambda: ha.stops, "the end of the turn")
+    return ha
+
+
+def test_an_answer_by_url_is_fetched_played_and_reported(make_satellite, media):
+    base, files = media
+    sat, speaker = in_the_room(make_satellite)
+    answer = answer_at(files)
 
     async def home_assistant() -> HomeAssistant:
-        ha = await voice_subscribed(sat)
-        sat.run()
-        await until(lambda: ha.stops, "the end of the turn")
+        ha = await after_the_turn(sat)
         send = ha.client.send_voice_assistant_event
         send(Event.VOICE_ASSISTANT_INTENT_END, {"conversation_id": "c1",
                                                 "continue_conversation": "0"})
@@ -68,16 +80,11 @@ def test_an_answer_by_url_is_fetched_played_and_reported(make_satellite, media):
 
 def test_an_answer_that_streams_is_not_fetched_again(make_satellite, media):
     base, files = media
-    source = ScriptedSource(wake_stream(), endless=True, pace_s=FRAME_S)
-    speaker = RoomSpeaker(source)
-    sat = make_satellite(source, speaker=speaker)
-    answer = answer_sound()
-    files["/api/tts_proxy/answer.wav"] = encode_wav(answer, 16000)
+    sat, speaker = in_the_room(make_satellite)
+    answer = answer_at(files)
 
     async def home_assistant() -> HomeAssistant:
-        ha = await voice_subscribed(sat)
-        sat.run()
-        await until(lambda: ha.stops, "the end of the turn")
+        ha = await after_the_turn(sat)
         send = ha.client.send_voice_assistant_event
         # as Home Assistant does: the stream starts as the TTS end (with its URL) goes out
         send(Event.VOICE_ASSISTANT_TTS_STREAM_START, {})
@@ -100,14 +107,10 @@ def test_an_answer_that_streams_is_not_fetched_again(make_satellite, media):
 
 def test_an_answer_url_that_cannot_be_fetched_reports_failure(make_satellite, media):
     base, _files = media
-    source = ScriptedSource(wake_stream(), endless=True, pace_s=FRAME_S)
-    speaker = RoomSpeaker(source)
-    sat = make_satellite(source, speaker=speaker)
+    sat, speaker = in_the_room(make_satellite)
 
     async def home_assistant() -> HomeAssistant:
-        ha = await voice_subscribed(sat)
-        sat.run()
-        await until(lambda: ha.stops, "the end of the turn")
+        ha = await after_the_turn(sat)
         send = ha.client.send_voice_assistant_event
         send(Event.VOICE_ASSISTANT_TTS_END, {"url": f"{base}/api/tts_proxy/gone.wav"})
         send(Event.VOICE_ASSISTANT_RUN_END, {})

@@ -14,8 +14,9 @@ from edge.audio.sources import ArraySource
 from edge.pipeline.events import DetectionEvent, ThresholdChanged
 from edge.wake.detector import model_store
 from edge.wake.models import ModelStore
+from tests.assist_helpers import Satellite, until
 from tests.fixtures.audio import phrase
-from tests.test_assist_esphome import Satellite, connected, make_satellite, until
+from tests.test_assist_esphome import connected, make_satellite
 from tests.waiting import wait_for
 
 __all__ = ["make_satellite"]  # the fixture

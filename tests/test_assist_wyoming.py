@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,25 +30,29 @@ from wyoming.wake import Detection
 
 from edge.audio import synth
 from edge.audio.frames import FRAME_S, FRAME_SAMPLES
-from edge.config import AssistConfig, Config, HardwareConfig, WyomingConfig, replace
+from edge.config import AssistConfig, AudioConfig, Config, WyomingConfig, replace
 from edge.errors import ConfigError
 from edge.pipeline.events import DetectionEvent, MuteChanged, RecordingStopped
 from edge.pipeline.recorder import frames_for
-from tests.device import build
-from tests.fakes import Collector, HeldSource
-from tests.fixtures.audio import phrase
-from tests.fixtures.hardware import ScriptedSource
-from tests.fixtures.mqtt import free_port
-from tests.test_assist_esphome import (
+from tests.assist_helpers import (
     DEVICE_ID,
     MUTE_PIN,
-    RoomSpeaker,
     Satellite,
-    events,
-    pre_roll_start,
+    alsa_stream,
+    assemble,
+    assert_streamed_from_the_wake_word,
+    listening,
+    stopped_after,
     until,
     wake_stream,
 )
+from tests.device import build
+from tests.fakes import HeldSource
+from tests.fixtures.alsa import stop_edge_run
+from tests.fixtures.audio import phrase
+from tests.fixtures.hardware import ScriptedSource
+from tests.fixtures.mqtt import free_port
+from tests.test_assist_esphome import RoomSpeaker, events, pre_roll_start
 from tests.waiting import wait_for
 
 NAME = "kitchen-satellite"
@@ -62,34 +67,16 @@ def satellite(tmp_path: Path, source: Any = None, factory: Any = None, speaker: 
                                       allow_remote_unmute=remote,
                                       wyoming=WyomingConfig(**{"port": free_port(),
                                                                **wyoming})))
-    seams: dict[str, Any] = {"device_id": DEVICE_ID}
-    if speaker is None:
-        cfg = replace(cfg, audio=replace(cfg.audio, output="none"))
-    else:
-        seams["speaker"] = speaker
-    if factory is not None:
-        cfg = replace(cfg, hardware=HardwareConfig(profile="generic-usb"))
-        seams["pin_factory"] = factory
-    source = source if source is not None else HeldSource(wake_stream())
-    device = build(cfg, source, **seams)
-    collected = Collector()
-    device.daemon.bus.subscribe("test", collected)
-    return Satellite(device, cfg, collected, source)
+    return assemble(cfg, source, factory, speaker)
 
 
 @pytest.fixture
 def make_satellite(tmp_path):  # type: ignore[no-untyped-def]
-    made: list[Satellite] = []
-
-    def make(source: Any = None, factory: Any = None, speaker: Any = None,
-             **wyoming: Any) -> Satellite:
-        sat = satellite(tmp_path / str(len(made)), source, factory, speaker, **wyoming)
-        made.append(sat)
-        return sat
-
-    yield make
-    for sat in made:
-        sat.stop()
+    """``make_satellite(source, factory, speaker, **wyoming)``: ``satellite``, each in a state
+    directory of its own, stopped after."""
+    each = itertools.count()
+    yield from stopped_after(
+        lambda *args, **kwargs: satellite(tmp_path / str(next(each)), *args, **kwargs))
 
 
 @dataclass
@@ -366,18 +353,20 @@ def test_doctor_says_a_lan_address_is_unencrypted_and_loopback_is_not(tmp_path):
 
     def findings(host: str) -> list[tuple[Status, str]]:
         cfg = replace(Config(), state_dir=str(tmp_path / "state"),
+                      audio=AudioConfig(output="none"),
                       assist=AssistConfig(mode="wyoming",
                                           wyoming=WyomingConfig(host=host, port=free_port())))
         doctor = Doctor(cfg, ntp=lambda: True, service=lambda: None)
         return [(f.status, f.detail) for f in doctor.run(["assist"])]
 
     local = findings("127.0.0.1")
-    assert [s for s, _ in local] == [Status.OK, Status.OK]
+    assert [s for s, _ in local] == [Status.OK, Status.OK, Status.OK]
     assert "listens on this machine only" in local[0][1]
+    assert local[1][1] == "audio.output = 'none': the assistant's answers are not played"
     lan = findings("0.0.0.0")
     assert lan[0][0] is Status.WARN
     assert "assist.wyoming.host = '0.0.0.0': Wyoming has no encryption" in lan[0][1]
-    assert lan[1][0] is Status.OK  # and the port is free
+    assert lan[2][0] is Status.OK  # and the port is free
 
 
 class Bell:
@@ -435,15 +424,12 @@ def test_edge_run_on_alsa_streams_the_turn_and_plays_the_answer_on_an_alsa_outpu
     """The whole device as a person runs it: `edge run` on a real ALSA capture device (the
     file plugin, at a microphone's pace) and a real ALSA output (the file plugin: what was
     played lands in a file), the wyoming client playing Home Assistant."""
-    import signal
-    import socket
     import subprocess
     import sys
 
     import soxr
 
-    lead = synth.silence(8.0)  # time for the client to connect before anyone speaks
-    stream = synth.concat([lead, wake_stream()])
+    stream = alsa_stream()
     alsa.add("usbmic", stream)
     played = tmp_path / "played.raw"
     with alsa.path.open("a") as rc:  # an output the device plays its answers on
@@ -462,12 +448,7 @@ def test_edge_run_on_alsa_streams_the_turn_and_plays_the_answer_on_an_alsa_outpu
                             text=True, env=alsa.env)
 
     async def client() -> HomeAssistant:
-        def listening() -> bool:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        await until(listening, "`edge run` to listen", timeout=120)
+        await until(lambda: listening(proc, port), "`edge run` to listen", timeout=120)
         ha = await HomeAssistant(AsyncTcpClient("127.0.0.1", port)).open()
         await ha.send(RunSatellite())
         await until(lambda: ha.of(AudioStop), "the turn to end", timeout=120)
@@ -481,17 +462,12 @@ def test_edge_run_on_alsa_streams_the_turn_and_plays_the_answer_on_an_alsa_outpu
 
     try:
         ha = asyncio.run(client())
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        stop_edge_run(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
     assert Detection.from_event(ha.of(Detection)[0]).name == "hey_jarvis"
-    heard = ha.samples
-    starts = [i for i in range(0, len(lead) + len(phrase("hey jarvis")), FRAME_SAMPLES)
-              if np.array_equal(stream[i:i + len(heard)], heard)]
-    assert len(starts) == 1 and starts[0] <= len(lead) + 16000  # the wake word is included
+    assert_streamed_from_the_wake_word(stream, ha.samples)
     from edge.assist.answer import PyAudioSpeaker
 
     speaker = PyAudioSpeaker("speaker")  # the rate the device played at, as it found it

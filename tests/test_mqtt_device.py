@@ -13,19 +13,17 @@ from edge.activations.store import ActivationLog, db_path
 from edge.config import replace
 from edge.mqtt.messages import check_activation, check_state
 from edge.pipeline.events import State
-from tests.fixtures.audio import phrase
 from tests.fixtures.mqtt import MqttCollector
-from tests.mqtt_helpers import Commander, DeviceRig, LiveSource, device_config
+from tests.mqtt_helpers import (
+    DEVICE,
+    ROOT,
+    Commander,
+    DeviceRig,
+    LiveSource,
+    device_config,
+    wake_and_request,
+)
 from tests.waiting import wait_for
-
-DEVICE = "0123456789abcdef"
-ROOT = f"edge/{DEVICE}"
-
-
-def wake_and_request() -> np.ndarray:
-    gap = np.zeros(4000, np.int16)
-    return np.concatenate([np.zeros(8000, np.int16), phrase("hey jarvis"), gap,
-                           phrase("what is the weather like today"), np.zeros(24000, np.int16)])
 
 
 @pytest.fixture

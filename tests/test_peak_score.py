@@ -12,23 +12,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from edge.cli import main as edge
 from edge.dashboard.ingest import Incoming, Ingestor
 from edge.dashboard.store import FleetStore
-from tests.fixtures.audio import phrase, write_wav
-from tests.mqtt_helpers import Commander, DeviceRig, LiveSource, device_config
-
-DEVICE = "0123456789abcdef"
-ROOT = f"edge/{DEVICE}"
-
-
-def wake_and_request() -> np.ndarray:
-    gap = np.zeros(4000, np.int16)
-    return np.concatenate([np.zeros(8000, np.int16), phrase("hey jarvis"), gap,
-                           phrase("what is the weather like today"), np.zeros(24000, np.int16)])
+from tests.fixtures.audio import write_wav
+from tests.mqtt_helpers import (
+    DEVICE,
+    ROOT,
+    Commander,
+    DeviceRig,
+    LiveSource,
+    device_config,
+    wake_and_request,
+)
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

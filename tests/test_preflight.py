@@ -130,3 +130,16 @@ def test_without_any_capture_device_the_input_is_noted_not_refused(tmp_path: Pat
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ("edge: note: no capture device on this machine: audio.input = "
                            "'USB' was not checked\n")
+
+
+def test_the_assistants_answer_output_is_checked_like_the_other_devices(tmp_path: Path,
+                                                                         alsa) -> None:
+    alsa.add("testmic", phrase("hey jarvis"))
+    body = ('[audio]\ninput = "testmic"\noutput = "{out}"\n[hardware]\nchime = false\n'
+            '[assist]\nmode = "esphome"\nhost = "127.0.0.1"\n')
+    missing = write_config(tmp_path, body.format(out="usb dac"))
+    check = refusal(edge(tmp_path, "config", "check", str(missing), env=alsa.env))
+    assert "audio.output = 'usb dac': no such output device" in check
+    there = write_config(tmp_path, body.format(out="testmic"))
+    proc = edge(tmp_path, "config", "check", str(there), env=alsa.env)
+    assert proc.returncode == 0 and proc.stdout == f"{there}: valid\n", proc.stderr

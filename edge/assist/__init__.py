@@ -3,7 +3,8 @@
 ``turn`` is the core shared by every assistant protocol (a turn: the pre-roll, then live
 frames, until the assistant, our VAD, the cap or a mute ends it; a ledger entry each);
 ``esphome``, ``session``, ``framing`` and ``discovery`` are the ESPHome native API server
-Home Assistant connects to; ``wyoming`` the Wyoming satellite on the same core; ``stt``
+Home Assistant connects to; ``wyoming`` the Wyoming satellite on the same core (both run
+on ``server``'s thread and loop, advertised by ``discovery``); ``stt``
 sends each utterance to an OpenAI-compatible speech-to-text server instead (its outbox and
 retry are the upload subsystem's); ``answer`` plays the assistant's spoken answers (gating
 wake detection meanwhile); ``keys`` holds the API key, ``naming`` the name and MAC it reports;

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.audio.frames import SAMPLE_RATE
+from edge.config import Config
 from edge.errors import ConfigError
 from edge.pipeline.runner import Commands
 
@@ -117,6 +118,16 @@ class PyAudioSpeaker:
 
         self.end()
         terminate(self._pa)
+
+
+def plays_answers(cfg: Config) -> bool:
+    """A voice assistant that plays its answers (``audio.output``; 'none' plays nothing)."""
+    return cfg.assist.mode in ("esphome", "wyoming") and cfg.audio.output != "none"
+
+
+def check_answer_output(output: str) -> None:
+    """The voice assistant's output device (``audio.output``): it must be found."""
+    PyAudioSpeaker(output).close()
 
 
 _BEGIN, _END, _STOP = object(), object(), object()

@@ -2,23 +2,21 @@
 
 ESPHome devices announce ``<name>._esphomelib._tcp.local.`` over mDNS with a few TXT
 properties; HA's esphome integration offers to add the device it discovers, asking for the
-key (``api_encryption`` says one is needed). We announce the same, on the addresses the API
-listens on, with the derived MAC address (``edge.assist.naming``), never the Pi's own. A
-failure to announce is logged; the API still serves clients that are given the address.
+key (``api_encryption`` says one is needed). A Wyoming satellite announces
+``<name>._wyoming._tcp.local.``, with no properties. We announce on the addresses the server
+listens on (for ESPHome, with the derived MAC address of ``edge.assist.naming``, never the
+Pi's own). A failure to announce is logged; the server still serves clients that are given
+the address.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Mapping
 from typing import Any
 
-from edge import __version__
-from edge.assist.framing import NOISE_PROTOCOL
-
 log = logging.getLogger(__name__)
-
-SERVICE = "_esphomelib._tcp.local."
 
 
 def addresses(host: str) -> list[str]:
@@ -33,21 +31,24 @@ def addresses(host: str) -> list[str]:
 
 
 class Advertisement:
-    """``<name>._esphomelib._tcp.local.`` on mDNS while the API listens (loop thread)."""
+    """``<name>.<service>`` on mDNS while the server listens (loop thread)."""
 
-    def __init__(self, name: str, mac: str, host: str, port: int, esphome_version: str) -> None:
+    def __init__(self, service: str, name: str, host: str, port: int,
+                 properties: Mapping[str, str] | None = None) -> None:
+        self.service = service
+        """The service type, as '_esphomelib._tcp.local.'."""
         self.name = name
-        self.mac = mac
         self.host = host
         self.port = port
-        self.esphome_version = esphome_version
+        self.properties = dict(properties or {})
+        """The TXT properties."""
         self._zc: Any = None
         self._info: Any = None
         self._broadcast: Any = None
 
     @property
     def service_name(self) -> str:
-        return f"{self.name}.{SERVICE}"
+        return f"{self.name}.{self.service}"
 
     async def start(self) -> None:
         from zeroconf import IPVersion, ServiceInfo
@@ -58,19 +59,13 @@ class Advertisement:
             addrs = addresses(self.host)  # (netlink, which a sandbox may forbid)
             self._zc = AsyncZeroconf(interfaces=addrs, ip_version=IPVersion.V4Only)
             self._info = ServiceInfo(
-                SERVICE, self.service_name, port=self.port, server=f"{self.name}.local.",
-                addresses=[socket.inet_aton(a) for a in addrs],
-                properties={"version": self.esphome_version, "mac": self.mac.replace(":", "")
-                            .lower(), "platform": "host", "board": "edge-recorder",
-                            "network": "ethernet", "api_encryption": NOISE_PROTOCOL.decode(),
-                            "friendly_name": self.name,
-                            "project_name": "edge-recorder.satellite",
-                            "project_version": __version__})
+                self.service, self.service_name, port=self.port, server=f"{self.name}.local.",
+                addresses=[socket.inet_aton(a) for a in addrs], properties=self.properties or None)
             # it returns once the name is claimed; the announcements go on in a task
             self._broadcast = await self._zc.async_register_service(self._info)
         except Exception as exc:  # zeroconf raises several kinds (a name in use, no network)
             log.warning("could not announce %s on mDNS (%s); Home Assistant can still add "
-                        "the device by its address", self.service_name, exc)
+                        "it by its address", self.service_name, exc)
             await self.close()
             return
         log.info("announced %s on mDNS at %s", self.service_name, ", ".join(addrs))

@@ -38,28 +38,28 @@ such state in ``wakewords``, ``media`` and ``answer``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from edge import __version__
 from edge.assist.answer import GATE_MARGIN_S, AnswerPlayer
 from edge.assist.discovery import Advertisement
 from edge.assist.falsewakes import FalseWakesToday, seconds_to_midnight
-from edge.assist.framing import ProtocolError
+from edge.assist.framing import NOISE_PROTOCOL, ProtocolError
 from edge.assist.media import MediaError, fetch_audio
+from edge.assist.server import LoopServer
 from edge.assist.session import ESPHOME_VERSION, MuteControl, ServerSettings, Session, pb
 from edge.assist.turn import Turn, wake_phrase
 from edge.assist.wakewords import WakeWords
-from edge.errors import ConfigError
 from edge.hardware.indicators import Look
 from edge.pipeline.recorder import FOLLOW_UP
 
 log = logging.getLogger(__name__)
 
+SERVICE = "_esphomelib._tcp.local."
 RESPONSE_TIMEOUT_S = 5.0
 """How long a turn waits for the client to accept it before it is dropped."""
 STOP_EVENTS = frozenset({
@@ -112,14 +112,18 @@ class _Live:
     timer: asyncio.TimerHandle | None = None
 
 
-class EsphomeServer:
+class EsphomeServer(LoopServer):
     """The API server on its own thread, and the hand-off core's ``Assistant``."""
+
+    PROTOCOL = "ESPHome API"
+    CLOSED = (ProtocolError, ConnectionError, TimeoutError, asyncio.IncompleteReadError)
 
     def __init__(self, settings: ServerSettings, mute: MuteControl,
                  on_end: Callable[[str, str], None], answer: AnswerPlayer | None = None,
                  wake_words: WakeWords | None = None, lights: TurnLights | None = None,
                  bell: TimerBell | None = None, false_wakes: FalseWakesToday | None = None,
                  wall: Callable[[], float] = time.time) -> None:
+        super().__init__(settings.host, settings.port, "assist", "assist-esphome")
         self.settings = settings
         self.false_wakes = false_wakes
         """The "False wakes today" sensor's count (loop thread); None: no sensor."""
@@ -146,95 +150,44 @@ class EsphomeServer:
         streams (loop thread)."""
         self.on_end = on_end
         """``on_end(turn_id, why)``: the client ended a turn (the core posts it to the loop)."""
-        self.port = settings.port
         self.muted = False
         self.sessions: set[Session] = set()
         self.voice: Session | None = None
         self.live: _Live | None = None
         self._destination = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._failure: BaseException | None = None
-        self.advertisement: Advertisement | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- the subsystem --------------------------------------------------------------------
 
     def start(self) -> None:
         """Listen (on its own thread); ``ConfigError`` when the address cannot be bound."""
-        self._thread = threading.Thread(target=self._run, name="assist-esphome", daemon=True)
-        self._thread.start()
-        self._ready.wait(30)
-        if self._failure is not None:
-            s = self.settings
-            raise ConfigError(f"assist.port = {s.port} on assist.host = {s.host!r} cannot be "
-                              f"listened on ({self._failure}); choose a free port, or an "
-                              "address of this machine") from None
+        super().start()
         log.info("ESPHome API on %s:%d (%s)", self.settings.host, self.port,
                  "Noise encryption" + (", plaintext also accepted"
                                        if self.settings.allow_unencrypted else " required"))
 
-    def close(self) -> None:
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                loop.call_soon_threadsafe(stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as exc:  # a bind failure: reported by start()
-            self._failure = exc
-        finally:
-            self._ready.set()
-            loop.close()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._connected, self.settings.host,
-                                            self.settings.port)
-        self.port = server.sockets[0].getsockname()[1]
+    def _advertise(self) -> Advertisement:
         s = self.settings
-        self.advertisement = Advertisement(s.name, s.mac, s.host, self.port, ESPHOME_VERSION)
-        self._ready.set()
-        self._at_midnight()
-        announce = asyncio.create_task(self.advertisement.start())
-        async with server:
-            await self._stop.wait()
-            for session in list(self.sessions):
-                session.send(pb.DisconnectRequest())  # as a device that restarts says
-                session.close()
-            if self._tasks:  # each connection's handler ends on its closed stream
-                await asyncio.wait(self._tasks, timeout=5.0)
-        announce.cancel()
-        await asyncio.gather(announce, return_exceptions=True)
-        await self.advertisement.close()
+        return Advertisement(SERVICE, s.name, s.host, self.port, {
+            "version": ESPHOME_VERSION, "mac": s.mac.replace(":", "").lower(),
+            "platform": "host", "board": "edge-recorder", "network": "ethernet",
+            "api_encryption": NOISE_PROTOCOL.decode(), "friendly_name": s.name,
+            "project_name": "edge-recorder.satellite", "project_version": __version__})
 
-    async def _connected(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
+    def _listening(self) -> None:
+        self._at_midnight()
+
+    def _disconnect_all(self) -> None:
+        for session in list(self.sessions):
+            session.send(pb.DisconnectRequest())  # as a device that restarts says
+            session.close()
+
+    def _open(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Session:
         session = Session(self, reader, writer)
         self.sessions.add(session)
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        try:
-            await session.run()
-        except (ProtocolError, ConnectionError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            log.info("ESPHome API client %s: %s", session.peer, exc or "connection closed")
-        except Exception:  # a bug of ours: this connection ends, the server serves on
-            log.exception("ESPHome API client %s: closing after an unexpected error",
-                          session.peer)
-        finally:
-            self.sessions.discard(session)
-            self._gone(session)
-            session.close()
+        return session
+
+    async def _converse(self, conn: Session) -> None:
+        await conn.run()
 
     # ---- the Assistant (audio thread: schedule only) --------------------------------------
 
@@ -258,13 +211,6 @@ class EsphomeServer:
         """The device muted or unmuted (any thread): the switch entity follows."""
         self._soon(self._mute_changed, muted)
 
-    def _soon(self, fn: Callable[..., None], *args: object) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # closing: the turn ends with the daemon
-            loop.call_soon_threadsafe(fn, *args)
-
     # ---- the loop thread ------------------------------------------------------------------
 
     def subscribe_voice(self, session: Session, on: bool) -> None:
@@ -275,6 +221,7 @@ class EsphomeServer:
             self.voice, self._destination = None, ""
 
     def _gone(self, session: Session) -> None:
+        self.sessions.discard(session)
         if self.voice is session:
             self.voice, self._destination = None, ""
             if self.phase is not None:  # no answer will come
@@ -284,6 +231,7 @@ class EsphomeServer:
         live = self.live
         if live is not None and live.session is session:
             self._drop(live, "disconnected")
+        session.close()
 
     def _begin(self, turn_id: str, wake_word: str) -> None:
         session = self.voice

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from edge.activations.store import db_path
 from edge.assist.falsewakes import FalseWakesToday, false_wakes_logged
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_Server = TypeVar("_Server", "EsphomeServer", "WyomingServer")
+
 
 def output_speaker(output: str) -> Speaker | None:
     """The ``audio.output`` device; None for 'none', or for '' on a machine with no output
@@ -54,6 +56,38 @@ def output_speaker(output: str) -> Speaker | None:
             raise ConfigError(str(exc)) from None
         log.warning("no audio output (%s): the assistant's answers are not played", exc)
         return None
+
+
+def _needs_extra(mode: str, exc: ImportError) -> ConfigError:
+    """The one line for a satellite whose packages (the assist extra) are not installed."""
+    return ConfigError(f"assist.mode = {mode!r} needs the assist extra ({exc.name or exc}): "
+                       "pip install 'edge-recorder[assist]', or set assist.mode = 'off'")
+
+
+def _satellite(cfg: Config, commands: Commands, clock: Clock, speaker: Speaker | None,
+               publish: Callable[[Event], None],
+               make: Callable[[Callable[[str, str], None], AnswerPlayer | None], _Server],
+               ) -> tuple[HandOff, _Server, AnswerPlayer | None]:
+    """The hand-off core on the server ``make(on_end, answer)`` builds, and the player of
+    its answers (None without an output); each tells the other, once both exist."""
+    from edge.assist.answer import AnswerPlayer
+
+    handoff: HandOff | None = None
+    server: _Server | None = None
+
+    def ended_by_assistant(turn_id: str, why: str) -> None:
+        assert handoff is not None
+        handoff.end_soon(turn_id, why)
+
+    def played() -> None:
+        assert server is not None
+        server.answer_played()
+
+    speaker = speaker if speaker is not None else output_speaker(cfg.audio.output)
+    answer = AnswerPlayer(speaker, commands, played) if speaker is not None else None
+    server = make(ended_by_assistant, answer)
+    handoff = HandOff(server, Ledger(ledger_path(cfg), clock), commands, clock, publish)
+    return handoff, server, answer
 
 
 def _follow_up(recorder: Recorder) -> None:
@@ -97,15 +131,13 @@ class AssistPlugin:
             return cls.build_wyoming(cfg, commands, clock, mute, wake_words, speaker, publish,
                                      lights, bell)
         try:
-            from edge.assist.answer import AnswerPlayer
+            from edge.assist.answer import AnswerPlayer  # noqa: F401 - the extra's check
             from edge.assist.esphome import EsphomeServer
             from edge.assist.session import ServerSettings
             from edge.assist.wakewords import WakeWords
             from edge.wake.detector import model_store
         except ImportError as exc:  # the assist extra is not installed
-            raise ConfigError(f"assist.mode = {cfg.assist.mode!r} needs the assist extra "
-                              f"({exc.name or exc}): pip install 'edge-recorder[assist]', or "
-                              "set assist.mode = 'off'") from None
+            raise _needs_extra(cfg.assist.mode, exc) from None
 
         a = cfg.assist
         path = key_path(cfg)
@@ -114,27 +146,18 @@ class AssistPlugin:
         settings = ServerSettings(a.host, a.port, check_name(a.name), local_mac(ident), key,
                                   a.allow_unencrypted, tuple(wake_words),
                                   allow_remote_unmute=a.allow_remote_unmute)
-        handoff: HandOff | None = None
-        server: EsphomeServer | None = None
 
-        def ended_by_assistant(turn_id: str, why: str) -> None:
-            assert handoff is not None
-            handoff.end_soon(turn_id, why)
+        def make(on_end: Callable[[str, str], None],
+                 answer: AnswerPlayer | None) -> EsphomeServer:
+            words = WakeWords(cfg.wake, store or model_store(cfg.wake), wake_words, commands,
+                              on_run_end)
+            now = clock.wall()
+            logged = false_wakes_logged(db_path(cfg), now) if cfg.activations.enabled else 0
+            return EsphomeServer(settings, mute, on_end, answer, words, lights, bell,
+                                 FalseWakesToday(logged, now), clock.wall)
 
-        def played() -> None:
-            assert server is not None
-            server.answer_played()
-
-        speaker = speaker if speaker is not None else output_speaker(cfg.audio.output)
-        answer = AnswerPlayer(speaker, commands, played) if speaker is not None else None
-        words = WakeWords(cfg.wake, store or model_store(cfg.wake), wake_words, commands,
-                          on_run_end)
-        now = clock.wall()
-        logged = false_wakes_logged(db_path(cfg), now) if cfg.activations.enabled else 0
-        server = EsphomeServer(settings, mute, ended_by_assistant, answer, words, lights, bell,
-                               FalseWakesToday(logged, now), clock.wall)
+        handoff, server, answer = _satellite(cfg, commands, clock, speaker, publish, make)
         server.follow_up = lambda: commands.post(_follow_up)
-        handoff = HandOff(server, Ledger(ledger_path(cfg), clock), commands, clock, publish)
         if a.allow_unencrypted:
             log.warning("assist.allow_unencrypted = true: a client without the key may connect "
                         "and receive what the device hears after each wake word")
@@ -147,30 +170,16 @@ class AssistPlugin:
                       bell: TimerBell | None) -> AssistPlugin:
         """The Wyoming satellite ([assist.wyoming]) on the hand-off core."""
         try:
-            from edge.assist.answer import AnswerPlayer
+            from edge.assist.answer import AnswerPlayer  # noqa: F401 - the extra's check
             from edge.assist.wyoming import WyomingServer, WyomingSettings
         except ImportError as exc:  # the assist extra is not installed
-            raise ConfigError(f"assist.mode = 'wyoming' needs the assist extra "
-                              f"({exc.name or exc}): pip install 'edge-recorder[assist]', or "
-                              "set assist.mode = 'off'") from None
+            raise _needs_extra("wyoming", exc) from None
         a, w = cfg.assist, cfg.assist.wyoming
         settings = WyomingSettings(w.host, w.port, check_name(a.name), w.area, w.end_stage,
                                    tuple(wake_words), a.allow_remote_unmute)
-        handoff: HandOff | None = None
-        server: WyomingServer | None = None
-
-        def ended_by_assistant(turn_id: str, why: str) -> None:
-            assert handoff is not None
-            handoff.end_soon(turn_id, why)
-
-        def played() -> None:
-            assert server is not None
-            server.answer_played()
-
-        speaker = speaker if speaker is not None else output_speaker(cfg.audio.output)
-        answer = AnswerPlayer(speaker, commands, played) if speaker is not None else None
-        server = WyomingServer(settings, mute, ended_by_assistant, answer, lights, bell)
-        handoff = HandOff(server, Ledger(ledger_path(cfg), clock), commands, clock, publish)
+        handoff, server, answer = _satellite(
+            cfg, commands, clock, speaker, publish,
+            lambda on_end, answer: WyomingServer(settings, mute, on_end, answer, lights, bell))
         if not is_loopback(w.host):
             log.warning("assist.wyoming.host = %r: any machine that reaches it may connect, "
                         "unencrypted, and receive what the device hears after each wake word",

@@ -31,22 +31,19 @@ another address (``edge doctor`` warns then).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
-import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from edge import __version__
 from edge.assist.answer import AnswerPlayer
-from edge.assist.discovery import addresses
+from edge.assist.discovery import Advertisement
+from edge.assist.server import LoopServer
 from edge.assist.session import MuteControl
 from edge.assist.turn import Turn, wake_phrase
 from edge.audio.frames import SAMPLE_RATE
-from edge.errors import ConfigError
 from edge.hardware.indicators import Look
 
 log = logging.getLogger(__name__)
@@ -71,7 +68,8 @@ class WyomingSettings:
 class _Client:
     """One connection (loop thread): its writer and where it is."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
         self.writer = writer
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
@@ -86,12 +84,16 @@ class _Client:
             self.writer.write(framed.getvalue())
 
 
-class WyomingServer:
+class WyomingServer(LoopServer):
     """The satellite on its own thread, and the hand-off core's ``Assistant``."""
+
+    PROTOCOL = "Wyoming"
+    CLOSED = (ConnectionError, asyncio.IncompleteReadError, ValueError)
 
     def __init__(self, settings: WyomingSettings, mute: MuteControl,
                  on_end: Callable[[str, str], None], answer: AnswerPlayer | None = None,
                  lights: Any = None, bell: Any = None) -> None:
+        super().__init__(settings.host, settings.port, "assist.wyoming", "assist-wyoming")
         self.settings = settings
         self.mute = mute
         self.on_end = on_end
@@ -101,7 +103,6 @@ class WyomingServer:
         """The indicator's turn phases (edge.assist.esphome.TurnLights), or None."""
         self.bell = bell
         """What rings when a timer finishes (edge.assist.esphome.TimerBell), or None."""
-        self.port = settings.port
         self.clients: set[_Client] = set()
         self.satellite: _Client | None = None
         """The client that said run-satellite: it takes the turns."""
@@ -112,108 +113,33 @@ class WyomingServer:
         """A pause-satellite muted the device (soft); the next run-satellite may lift it."""
         self._destination = ""
         self._converter: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._failure: BaseException | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._broadcast: Any = None
 
     # ---- the subsystem --------------------------------------------------------------------
 
     def start(self) -> None:
         """Listen (on its own thread); ``ConfigError`` when the address cannot be bound."""
-        self._thread = threading.Thread(target=self._run, name="assist-wyoming", daemon=True)
-        self._thread.start()
-        self._ready.wait(30)
-        if self._failure is not None:
-            s = self.settings
-            raise ConfigError(f"assist.wyoming.port = {s.port} on assist.wyoming.host = "
-                              f"{s.host!r} cannot be listened on ({self._failure}); choose a "
-                              "free port, or an address of this machine") from None
+        super().start()
         log.info("Wyoming satellite on %s:%d (unencrypted)", self.settings.host, self.port)
 
-    def close(self) -> None:
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as exc:  # a bind failure: reported by start()
-            self._failure = exc
-        finally:
-            self._ready.set()
-            loop.close()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._connected, self.settings.host,
-                                            self.settings.port)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        zc = await self._announce()
-        async with server:
-            await self._stop.wait()
-            for client in list(self.clients):
-                client.writer.close()
-            if self._tasks:
-                await asyncio.wait(self._tasks, timeout=5.0)
-        if zc is not None:
-            with contextlib.suppress(Exception):
-                if self._broadcast is not None:
-                    await self._broadcast
-                await zc.async_unregister_all_services()
-            await zc.async_close()
-
-    async def _announce(self) -> Any:
+    def _advertise(self) -> Advertisement:
         """``<name>._wyoming._tcp.local.`` on mDNS, so Home Assistant offers to add it."""
-        try:
-            from zeroconf import IPVersion, ServiceInfo
-            from zeroconf.asyncio import AsyncZeroconf
+        return Advertisement(SERVICE, self.settings.name, self.settings.host, self.port)
 
-            addrs = addresses(self.settings.host)
-            zc = AsyncZeroconf(interfaces=addrs, ip_version=IPVersion.V4Only)
-            info = ServiceInfo(SERVICE, f"{self.settings.name}.{SERVICE}", port=self.port,
-                               server=f"{self.settings.name}.local.",
-                               addresses=[socket.inet_aton(a) for a in addrs])
-            # it returns once the name is claimed; the announcements go on in a task
-            self._broadcast = await zc.async_register_service(info)
-        except Exception as exc:  # zeroconf raises several kinds (a name in use, no network)
-            log.warning("could not announce %s on mDNS (%s); the client can still add the "
-                        "satellite by its address", self.settings.name, exc)
-            return None
-        return zc
+    def _disconnect_all(self) -> None:
+        for client in list(self.clients):
+            client.writer.close()
 
-    async def _connected(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
+    def _open(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> _Client:
+        client = _Client(reader, writer)
+        self.clients.add(client)
+        log.info("Wyoming client %s connected", client.peer)
+        return client
+
+    async def _converse(self, conn: _Client) -> None:
         from wyoming.event import async_read_event
 
-        client = _Client(writer)
-        self.clients.add(client)
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        log.info("Wyoming client %s connected", client.peer)
-        try:
-            while (event := await async_read_event(reader)) is not None:
-                self.handle(client, event)
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
-            log.info("Wyoming client %s: %s", client.peer, exc or "connection closed")
-        except Exception:  # a bug of ours: this connection ends, the server serves on
-            log.exception("Wyoming client %s: closing after an unexpected error", client.peer)
-        finally:
-            self.clients.discard(client)
-            self._gone(client)
-            writer.close()
+        while (event := await async_read_event(conn.reader)) is not None:
+            self.handle(conn, event)
 
     # ---- the Assistant (audio thread: schedule only) --------------------------------------
 
@@ -232,13 +158,6 @@ class WyomingServer:
         if self.lights is not None:
             self.lights.show_turn(None if turn.aborted else Look.THINKING)
         self._soon(self._end, turn.id, turn.aborted)
-
-    def _soon(self, fn: Callable[..., None], *args: object) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # closing: the turn ends with the daemon
-            loop.call_soon_threadsafe(fn, *args)
 
     # ---- the loop thread ------------------------------------------------------------------
 
@@ -305,12 +224,14 @@ class WyomingServer:
         self.mute.request_mute(BY)  # a turn on the wire ends before the next frame
 
     def _gone(self, client: _Client) -> None:
+        self.clients.discard(client)
         if self.satellite is client:
             self.satellite, self._destination = None, ""
         if self.answer is not None and self.answering is client:
             self.answer.end()  # what was streamed still plays; nobody is told it did
             self.answering = None
         self._stop_turn(client, "disconnected")
+        client.writer.close()
 
     def _begin(self, turn_id: str, wake_word: str) -> None:
         from wyoming.audio import AudioStart

@@ -112,6 +112,12 @@ def has_capture_device(pa_factory: PyAudioFactory | None = None) -> bool:
     return bool(list_devices(pa_factory))
 
 
+def has_output_device(pa_factory: PyAudioFactory | None = None) -> bool:
+    with portaudio(pa_factory) as pa:
+        return any(int(pa.get_device_info_by_index(i).get("maxOutputChannels", 0)) > 0
+                   for i in range(pa.get_device_count()))
+
+
 def find_device(spec: str, pa_factory: PyAudioFactory | None = None) -> DeviceInfo:
     """The device ``spec`` names: '' the default, digits an index, else a name substring."""
     with portaudio(pa_factory) as pa:

@@ -8,7 +8,8 @@ model verified, and the key files of ``[mqtt]`` and ``[upload]`` readable. The
 composition root builds the daemon from what it returns (the models are loaded once),
 so ``edge config check`` cannot say "valid" for a config that ``edge run`` refuses.
 
-The input and output devices are checked by ``open_input`` and ``check_output``: ``edge
+The input and output devices are checked by ``open_input``, ``check_output`` (the chimes)
+and ``check_answer_output`` (the voice assistant's ``audio.output``): ``edge
 run`` opens its input with ``open_input``; ``edge config check`` calls both when this
 machine has such a device at all ("when present": a config checked on a laptop for a Pi
 gets a note, not a refusal). ``edge run`` meets a missing chime output as a hardware
@@ -119,14 +120,6 @@ def open_input(cfg: Config) -> AudioSource:
     return source
 
 
-def has_output_device() -> bool:
-    from edge.audio.portaudio import portaudio
-
-    with portaudio(None) as pa:
-        return any(int(pa.get_device_info_by_index(i).get("maxOutputChannels", 0)) > 0
-                   for i in range(pa.get_device_count()))
-
-
 def check_output(cfg: Config) -> None:
     """The chimes' output device, when chimes play through one: it must be found."""
     from edge.hardware.chime import PyAudioOutput
@@ -147,7 +140,9 @@ def check_output(cfg: Config) -> None:
 def check_devices(cfg: Config) -> list[str]:
     """``edge config check``'s device checks: the input and the chimes' output, each when
     this machine has such a device; the notes say what could not be checked here."""
+    from edge.assist.answer import check_answer_output, plays_answers
     from edge.audio import portaudio
+    from edge.audio.portaudio import has_output_device
     from edge.hardware.profiles import apply_audio, resolve
 
     cfg = apply_audio(cfg)
@@ -164,4 +159,11 @@ def check_devices(cfg: Config) -> list[str]:
         else:
             notes.append("no audio output device on this machine: hardware.chime_device = "
                          f"{spec.chime_device!r} was not checked")
+    if plays_answers(cfg):
+        if has_output_device():
+            check_answer_output(cfg.audio.output)
+        else:
+            notes.append("no audio output device on this machine: audio.output = "
+                         f"{cfg.audio.output!r} was not checked")
     return notes
+

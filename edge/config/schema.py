@@ -380,7 +380,7 @@ class SttConfig:
 
 @dataclass(frozen=True)
 class AssistConfig:
-    """Voice assistant (preview): after a wake word, the utterance streams to an assistant.
+    """Voice assistant: after a wake word, the utterance streams to an assistant.
 
     Over the ESPHome native API (Noise-encrypted), as a Wyoming satellite, or to a
     speech-to-text server. Off by default: no socket is opened."""

@@ -3,9 +3,11 @@
 With ``[assist] mode = 'off'`` there is nothing to check (no socket is opened). Otherwise:
 plaintext accepted (``assist.allow_unencrypted``) is a warning; the key file must be the
 service user's alone (0600, owned by the user the doctor runs as: run it as the service's
-user); and the port must be free to listen on, unless the running service holds it.
+user); ``audio.output``, where the answers play, must be an output this machine has; and the
+port must be free to listen on, unless the running service holds it.
 
 >>> from edge.config import Config
+from edge.errors import EdgeError
 >>> [f.detail for f in check_assist(Config(), service_running=None)]
 ["assist.mode = 'off': no voice assistant, no listening socket"]
 """
@@ -18,6 +20,7 @@ import socket
 from collections.abc import Iterator
 
 from edge.config import Config
+from edge.errors import EdgeError
 from edge.service.findings import Finding, fail, ok, warn
 
 AS_SERVICE_USER = "sudo -u edge-recorder edge doctor --only assist"
@@ -45,6 +48,7 @@ def check_assist(cfg: Config, service_running: bool | None) -> Iterator[Finding]
                        "every machine on that network")
         else:
             yield ok("assist", "the Wyoming satellite listens on this machine only")
+        yield from _output(cfg)
         yield from _port(cfg, service_running)
         return
     if a.allow_unencrypted:
@@ -53,7 +57,32 @@ def check_assist(cfg: Config, service_running: bool | None) -> Iterator[Finding]
                    "remove assist.allow_unencrypted and give Home Assistant the key "
                    "(`edge assist key`)")
     yield from _key(cfg)
+    yield from _output(cfg)
     yield from _port(cfg, service_running)
+
+
+def _output(cfg: Config) -> Iterator[Finding]:
+    """Where the answers play: ``audio.output`` must be an output device this machine has."""
+    from edge.assist.answer import check_answer_output, plays_answers
+    from edge.audio.portaudio import has_output_device
+
+    if not plays_answers(cfg):
+        yield ok("assist", "audio.output = 'none': the assistant's answers are not played")
+        return
+    if not has_output_device():
+        # '' plays on the default output if there is one, else the daemon runs without answers
+        report = warn if not cfg.audio.output else fail
+        yield report("assist", f"audio.output = {cfg.audio.output!r}: this machine has no audio "
+                               "output, so the assistant's answers are not played",
+                     "connect a speaker (a USB card or the HAT's output), or set audio.output "
+                     "= 'none'")
+        return
+    try:
+        check_answer_output(cfg.audio.output)
+    except EdgeError as exc:
+        yield fail("assist", str(exc), "name an output `aplay -l` lists in audio.output")
+        return
+    yield ok("assist", f"the answers play on audio.output = {cfg.audio.output or 'the default'!r}")
 
 
 def _key(cfg: Config) -> Iterator[Finding]:
