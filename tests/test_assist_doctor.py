@@ -50,7 +50,7 @@ ctl.default { type hw; card 99 }
 
 def output_findings(cfg: Config) -> list[tuple[Status, str]]:
     return [(s, d) for s, d in assist_findings(cfg)
-            if d.startswith(("audio.output", "the answers play"))]
+            if d.startswith(("audio.output", "hardware.chime_device", "the answers play"))]
 
 
 def test_the_answers_output_is_checked_on_the_devices_this_machine_has(tmp_path, monkeypatch):
@@ -80,6 +80,31 @@ def test_no_output_at_all_warns_for_the_default_and_fails_for_a_named_one(tmp_pa
     assert status is Status.WARN and "this machine has no audio output" in detail
     ((status, _),) = output_findings(replace(cfg, audio=AudioConfig(output="speaker")))
     assert status is Status.FAIL
+
+
+def test_without_audio_output_the_answers_play_on_the_chimes_device(tmp_path, monkeypatch):
+    """One speaker for both: '' takes the chimes' output (the profile's or chime_device)."""
+    from edge.assist.answer import answer_device
+    from edge.config import HardwareConfig
+
+    conf = tmp_path / "asoundrc"
+    conf.write_text(ASOUNDRC.format(played=tmp_path / "played.raw",
+                                    missing=tmp_path / "none.raw"))
+    monkeypatch.setenv("ALSA_CONFIG_PATH", str(conf))
+    cfg = assist_cfg(tmp_path)
+    load_or_create_key(key_path(cfg))
+    chimes = replace(cfg, hardware=HardwareConfig(chime_device="speaker"))
+    assert answer_device(chimes) == ("speaker", "hardware.chime_device")
+    assert output_findings(chimes) == [
+        (Status.OK, "the answers play on hardware.chime_device = 'speaker'")]
+    hat = replace(cfg, hardware=HardwareConfig(profile="respeaker-2mic-v2", pin_factory="mock",
+                                                 mute_pin="none"))
+    assert answer_device(hat) == ("seeed2micvoicec", "hardware.chime_device")
+    ((status, detail),) = output_findings(hat)
+    assert status is Status.FAIL and detail.startswith(
+        "hardware.chime_device = 'seeed2micvoicec': no such output device")
+    own = replace(chimes, audio=AudioConfig(output="default"))
+    assert answer_device(own) == ("default", "audio.output")
 
 
 def test_plaintext_allowed_is_a_warning(tmp_path):

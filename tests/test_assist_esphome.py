@@ -8,6 +8,7 @@ entities, subscribes to the voice assistant, and takes the turns the live daemon
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 from collections.abc import Awaitable, Callable
@@ -393,11 +394,12 @@ def test_no_turn_streams_without_a_subscribed_client(make_satellite):
 def test_home_assistant_can_discover_the_device_over_mdns(make_satellite):
     from zeroconf import IPVersion, Zeroconf
 
-    sat = make_satellite(HeldSource(synth.silence(1.0)))
+    name = f"esphome-test-{os.getpid()}"  # unique: other test runs may announce at once
+    sat = make_satellite(HeldSource(synth.silence(1.0)), name=name)
     browser = Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
     try:
         info = browser.get_service_info("_esphomelib._tcp.local.",
-                                        f"{NAME}._esphomelib._tcp.local.", timeout=30000)
+                                        f"{name}._esphomelib._tcp.local.", timeout=30000)
     finally:
         browser.close()
     assert info is not None, "the device was not announced"

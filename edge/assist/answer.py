@@ -48,8 +48,11 @@ class Speaker(Protocol):
 class PyAudioSpeaker:
     """An output device through PyAudio, opened for each answer, resampled to its rate."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, key: str = "audio.output") -> None:
         from edge.audio.portaudio import new_portaudio
+
+        self.key = key
+        """The config key that named ``device`` (for the one-line error when it is missing)."""
 
         self._pa: Any = new_portaudio(None)
         self._stream: Any = None
@@ -77,9 +80,9 @@ class PyAudioSpeaker:
                 hits = []
         if not hits:
             have = ", ".join(repr(d[2]) for d in outputs) or "none"
-            raise ConfigError(f"audio.output = {device!r}: no such output device (outputs: "
-                              f"{have}); name one, or set audio.output = 'none' to play no "
-                              "answers")
+            raise ConfigError(f"{self.key} = {device!r}: no such output device (outputs: "
+                              f"{have}); name one in audio.output, or set audio.output = "
+                              "'none' to play no answers")
         return hits[0]
 
     def begin(self) -> None:
@@ -125,9 +128,23 @@ def plays_answers(cfg: Config) -> bool:
     return cfg.assist.mode in ("esphome", "wyoming") and cfg.audio.output != "none"
 
 
-def check_answer_output(output: str) -> None:
-    """The voice assistant's output device (``audio.output``): it must be found."""
-    PyAudioSpeaker(output).close()
+def answer_device(cfg: Config) -> tuple[str, str]:
+    """Where the answers play, and the config key that says so: ``audio.output`` when set,
+    else the chimes' output (``hardware.chime_device`` or the hardware profile's), so that one
+    speaker serves both; '' is the default output."""
+    if cfg.audio.output:
+        return cfg.audio.output, "audio.output"
+    from edge.hardware.profiles import resolve
+
+    spec = resolve(cfg.hardware)
+    if spec.chime_backend == "pyaudio" and spec.chime_device:
+        return spec.chime_device, "hardware.chime_device"
+    return "", "audio.output"
+
+
+def check_answer_output(cfg: Config) -> None:
+    """The voice assistant's output device (``answer_device``): it must be found."""
+    PyAudioSpeaker(*answer_device(cfg)).close()
 
 
 _BEGIN, _END, _STOP = object(), object(), object()

@@ -42,15 +42,16 @@ log = logging.getLogger(__name__)
 _Server = TypeVar("_Server", "EsphomeServer", "WyomingServer")
 
 
-def output_speaker(output: str) -> Speaker | None:
-    """The ``audio.output`` device; None for 'none', or for '' on a machine with no output
-    (logged: the answers are not played). A named device that is missing is a ConfigError."""
+def output_speaker(output: str, key: str = "audio.output") -> Speaker | None:
+    """The answers' output device (``key`` named it); None for 'none', or for '' on a machine
+    with no output (logged: the answers are not played). A named device that is missing is a
+    ConfigError."""
     if output == "none":
         return None
     from edge.assist.answer import PyAudioSpeaker
 
     try:
-        return PyAudioSpeaker(output)
+        return PyAudioSpeaker(output, key)
     except (ConfigError, AudioDeviceError) as exc:
         if output:
             raise ConfigError(str(exc)) from None
@@ -83,7 +84,10 @@ def _satellite(cfg: Config, commands: Commands, clock: Clock, speaker: Speaker |
         assert server is not None
         server.answer_played()
 
-    speaker = speaker if speaker is not None else output_speaker(cfg.audio.output)
+    if speaker is None and cfg.audio.output != "none":
+        from edge.assist.answer import answer_device
+
+        speaker = output_speaker(*answer_device(cfg))
     answer = AnswerPlayer(speaker, commands, played) if speaker is not None else None
     server = make(ended_by_assistant, answer)
     handoff = HandOff(server, Ledger(ledger_path(cfg), clock), commands, clock, publish)

@@ -161,7 +161,7 @@ def check_devices(cfg: Config) -> list[str]:
                          f"{spec.chime_device!r} was not checked")
     if plays_answers(cfg):
         if has_output_device():
-            check_answer_output(cfg.audio.output)
+            check_answer_output(cfg)
         else:
             notes.append("no audio output device on this machine: audio.output = "
                          f"{cfg.audio.output!r} was not checked")

@@ -84,8 +84,9 @@ class AudioConfig:
     demo_when_no_device: bool = opt(False, doc="run the synthesized demo when no capture device "
                                                "exists (make run sets this; a service never does)")
     output: str = opt("", doc="playback device for the voice assistant's spoken answers: a "
-                              "name substring or an index; '' the default output (if any); "
-                              "'none' plays no answers")
+                              "name substring or an index; '' the chimes' output device "
+                              "(hardware.chime_device or the profile's), else the default "
+                              "output (if any); 'none' plays no answers")
 
 
 @dataclass(frozen=True)

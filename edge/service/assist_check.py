@@ -62,27 +62,29 @@ def check_assist(cfg: Config, service_running: bool | None) -> Iterator[Finding]
 
 
 def _output(cfg: Config) -> Iterator[Finding]:
-    """Where the answers play: ``audio.output`` must be an output device this machine has."""
-    from edge.assist.answer import check_answer_output, plays_answers
+    """Where the answers play (``audio.output``, else the chimes' device): an output device
+    this machine has."""
+    from edge.assist.answer import answer_device, check_answer_output, plays_answers
     from edge.audio.portaudio import has_output_device
 
     if not plays_answers(cfg):
         yield ok("assist", "audio.output = 'none': the assistant's answers are not played")
         return
+    device, key = answer_device(cfg)
     if not has_output_device():
         # '' plays on the default output if there is one, else the daemon runs without answers
-        report = warn if not cfg.audio.output else fail
-        yield report("assist", f"audio.output = {cfg.audio.output!r}: this machine has no audio "
-                               "output, so the assistant's answers are not played",
+        report = warn if not device else fail
+        yield report("assist", f"{key} = {device!r}: this machine has no audio output, so the "
+                               "assistant's answers are not played",
                      "connect a speaker (a USB card or the HAT's output), or set audio.output "
                      "= 'none'")
         return
     try:
-        check_answer_output(cfg.audio.output)
+        check_answer_output(cfg)
     except EdgeError as exc:
         yield fail("assist", str(exc), "name an output `aplay -l` lists in audio.output")
         return
-    yield ok("assist", f"the answers play on audio.output = {cfg.audio.output or 'the default'!r}")
+    yield ok("assist", f"the answers play on {key} = {device or 'the default'!r}")
 
 
 def _key(cfg: Config) -> Iterator[Finding]:
