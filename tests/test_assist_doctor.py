@@ -53,14 +53,20 @@ def output_findings(cfg: Config) -> list[tuple[Status, str]]:
             if d.startswith(("audio.output", "hardware.chime_device", "the answers play"))]
 
 
-def test_the_answers_output_is_checked_on_the_devices_this_machine_has(tmp_path, monkeypatch):
-    """ALSA's file plugin stands in for a speaker: a named output must be one of them."""
+def with_speaker(tmp_path: Path, monkeypatch: Any) -> Config:
+    """An assist config with its key, on a machine whose one output is ALSA's 'speaker'."""
     conf = tmp_path / "asoundrc"
     conf.write_text(ASOUNDRC.format(played=tmp_path / "played.raw",
                                     missing=tmp_path / "none.raw"))
     monkeypatch.setenv("ALSA_CONFIG_PATH", str(conf))
     cfg = assist_cfg(tmp_path)
     load_or_create_key(key_path(cfg))
+    return cfg
+
+
+def test_the_answers_output_is_checked_on_the_devices_this_machine_has(tmp_path, monkeypatch):
+    """ALSA's file plugin stands in for a speaker: a named output must be one of them."""
+    cfg = with_speaker(tmp_path, monkeypatch)
     ((status, detail),) = output_findings(replace(cfg, audio=AudioConfig(output="speaker")))
     assert status is Status.OK and detail.startswith("the answers play on audio.output = ")
     ((status, detail),) = output_findings(replace(cfg, audio=AudioConfig(output="usb dac")))
@@ -87,12 +93,7 @@ def test_without_audio_output_the_answers_play_on_the_chimes_device(tmp_path, mo
     from edge.assist.answer import answer_device
     from edge.config import HardwareConfig
 
-    conf = tmp_path / "asoundrc"
-    conf.write_text(ASOUNDRC.format(played=tmp_path / "played.raw",
-                                    missing=tmp_path / "none.raw"))
-    monkeypatch.setenv("ALSA_CONFIG_PATH", str(conf))
-    cfg = assist_cfg(tmp_path)
-    load_or_create_key(key_path(cfg))
+    cfg = with_speaker(tmp_path, monkeypatch)
     chimes = replace(cfg, hardware=HardwareConfig(chime_device="speaker"))
     assert answer_device(chimes) == ("speaker", "hardware.chime_device")
     assert output_findings(chimes) == [
