@@ -55,6 +55,7 @@ from edge.upload.uploader import Sender
 from edge.wake.detector import Detector, model_store
 from edge.wake.engine import WakeEngine
 from edge.wake.models import ModelStore
+from edge.wake.policy import ScoreRun
 from edge.wake.vad import SileroVad
 from edge.wake.verifier import Verifier
 
@@ -173,12 +174,15 @@ def build_device(cfg: Config, source: AudioSource, seams: Seams | None = None) -
 
 
 def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem]) -> Device:
-    checked = preflight(cfg)  # every check ``edge config check`` makes, whoever made ``cfg``
+    def run_ended(run: ScoreRun) -> None:  # called on the audio loop, once ``bus`` exists
+        bus.publish(RunEnded(run))
+
+    # every check ``edge config check`` makes, whoever made ``cfg``; nothing is built before it
+    checked = preflight(cfg, on_run_end=run_ended)
     clock = seams.clock or SystemClock()
     bus = EventBus()
     commands = Commands()
     store, detector = checked.store, checked.detector
-    detector.policy.on_run_end = lambda run: bus.publish(RunEnded(run))
     if seams.wrap_engine is not None:
         detector.engine = seams.wrap_engine(detector.engine)
 
@@ -216,7 +220,7 @@ def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem
         assist = AssistPlugin.build(cfg, commands, clock, hardware, detector.names,
                                     device_id=seams.device_id, speaker=seams.speaker,
                                     publish=bus.publish, store=store,
-                                    on_run_end=detector.policy.on_run_end, lights=hardware,
+                                    on_run_end=run_ended, lights=hardware,
                                     bell=hardware)
         built.append(assist)
     recorder = build_recorder(cfg, detector, bus, dispatcher.submit, clock, store,

@@ -22,6 +22,7 @@ fault (it starts muted); ``edge config check`` refuses it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ from edge.privacy.secrets import need_file, read_secret, reason
 from edge.service.network import check_network_allowed
 from edge.wake.detector import Detector, build_detector, model_store
 from edge.wake.models import ModelStore
+from edge.wake.policy import ScoreRun
 
 if TYPE_CHECKING:
     from edge.audio.sources import AudioSource
@@ -51,14 +53,16 @@ class Checked:
     """The wake models, loaded: names resolved, shapes read."""
 
 
-def preflight(cfg: Config) -> Checked:
+def preflight(cfg: Config, on_run_end: Callable[[ScoreRun], None] | None = None) -> Checked:
     """Raise the first refusal ``edge run`` would meet before capture, as one line naming
-    the key at fault and the fix; else the detector and model store the daemon is built from.
+    the key at fault and the fix; else the detector and model store the daemon is built from
+    (its policy telling ``on_run_end`` of each run over a threshold).
     """
     check_config(cfg)
     check_network_allowed(cfg)  # under install.sh's IP deny, a config that needs the network
     store = model_store(cfg.wake)
-    detector = build_detector(cfg.wake, store)  # each name resolved by the store, each loaded
+    # each name resolved by the store, each loaded
+    detector = build_detector(cfg.wake, store, on_run_end=on_run_end)
     store.path(VAD_MODEL)  # installed, and the manifest's bytes
     check_key_files(cfg)
     return Checked(cfg, store, detector)
