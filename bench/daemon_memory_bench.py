@@ -10,13 +10,11 @@ request, then prose: the daemon detects, records a clip and runs the VAD, as on 
 * ``edge run``: the real command (``edge run --config C --input WAV``) with
   ``wake.runtime`` ``auto`` (the stock models on numpy, no onnxruntime in the process) and
   ``onnxruntime`` (every model on onnxruntime: the daemon before issue 18). Measured from
-  the parent: peak RSS (``ru_maxrss`` of the waited child) and CPU (user + system) for the
-  whole run, start-up included.
-* start to first scored frame: the same daemon built the same way (the ``edge run`` code
-  path: config, file source, ``build_device``) in a child whose engine is wrapped, through
-  the composition root's ``wrap_engine`` seam, to print a line when the first frame is
-  scored; wall seconds from before ``Popen`` to reading that line. (``edge.cli`` itself is
-  not imported there: its argument parsing costs about 10 ms more in ``edge run``.)
+  the parent: start to first scored frame (wall seconds from before ``Popen`` to reading
+  the daemon's own "first frame scored" log line, which its audio loop writes after the
+  first frame has gone through the detector), the CPU the process had used by then and
+  whether onnxruntime is mapped into it (/proc), peak RSS (``ru_maxrss`` of the waited
+  child) and CPU (user + system) for the whole run, start-up included.
 * ``openwakeword``: ``openwakeword.model.Model.predict`` over the same WAV, and the engine
   alone (ours, either runtime), run by bench/engine_bench.py's child: peak RSS (VmHWM),
   start to first scored frame, CPU per audio second.
@@ -25,13 +23,14 @@ request, then prose: the daemon detects, records a clip and runs the VAD, as on 
   whole-window embedding on onnxruntime for comparison), the classifier, the VAD (two
   Silero calls per frame; it runs only while a clip is recorded).
 
-Start-up and RSS: the median of ``--repeat`` runs; CPU: the least of them (the least
-disturbed by other load). The machine may be shared: ratios between rows of one run are
-the comparison to trust; ``load_avg`` is recorded. Targets: ``edge run`` peak RSS <= 60 MB,
-start to first scored frame <= 0.15 s (wall, so only meaningful on a quiet machine; the
-child's CPU up to that frame is recorded too), CPU of ``edge run`` (numpy) no more than 1.05 x
-onnxruntime's, and the numpy engine's scores within 1e-3 of openwakeword's on every frame
-with the same detections. Results: a table on stdout and bench/results/daemon_memory.json;
+Start-up and RSS: the median of ``--repeat`` runs (after one untimed run of each, which
+fills the bytecode cache); CPU: the least of them (the least disturbed by other load). The
+machine may be shared: ratios between rows of one run are the comparison to trust;
+``load_avg`` is recorded. Targets: ``edge run`` peak RSS <= 60 MB, start to first scored
+frame <= 0.15 s (wall, so only meaningful on a quiet machine; the CPU up to that frame is
+recorded too), CPU of ``edge run`` (numpy) no more than 1.05 x onnxruntime's, and the numpy
+engine's scores within 1e-3 of openwakeword's on every frame with the same detections.
+Results: a table on stdout and bench/results/daemon_memory.json;
 exit status 1 if a target or check fails.
 """
 
@@ -53,63 +52,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
 RESULTS = ROOT / "bench" / "results"
 WAKE = "hey_jarvis"
-FIRST_MARKER = "EDGE-DAEMON-FIRST-FRAME"
+FIRST_MARKER = b"first frame scored"
 RSS_LIMIT_MB = 60.0
 STARTUP_LIMIT_S = 0.15
 CPU_LIMIT_RATIO = 1.05
 RUNTIMES = ("auto", "onnxruntime")
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
-
-
-# --- the daemon child: what `edge run` does, with a marker at the first scored frame ------
-
-def daemon_child(config: str, wav: str) -> int:
-    from edge.audio.file import FileSource
-    from edge.compose.config import load_checked_config
-    from edge.compose.daemon import Seams, build_device
-    from edge.config import replace
-    from edge.wake.engine import WakeEngine
-
-    class FirstFrame:
-        """The engine, telling the parent when its first frame has been scored."""
-
-        def __init__(self, engine: WakeEngine) -> None:
-            self._engine = engine
-            self._told = False
-
-        @property
-        def model_names(self) -> tuple[str, ...]:
-            return self._engine.model_names
-
-        def process(self, frame: np.ndarray) -> np.ndarray:
-            scores = self._engine.process(frame)
-            if not self._told:
-                self._told = True
-                print(FIRST_MARKER, flush=True)
-                # CPU since the process started: start-up cost, unlike wall time, not
-                # stretched by other load on a shared machine
-                print(json.dumps({"startup_cpu_s": time.process_time()}), flush=True)
-            return scores
-
-        def reset(self) -> None:
-            self._engine.reset()
-
-        def zero(self) -> None:
-            self._engine.zero()
-
-    cfg = load_checked_config(Path(config))
-    cfg = replace(cfg, audio=replace(cfg.audio, input=wav),
-                  hardware=replace(cfg.hardware, chime=False),
-                  security=replace(cfg.security, allow_silent_recording=True))
-    source = FileSource(wav, cfg.audio.channel)
-    device = build_device(cfg, source, Seams(wrap_engine=FirstFrame))
-    device.daemon.run()
-    with open("/proc/self/status") as f:
-        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    print(json.dumps({"peak_rss_kb": hwm, "onnxruntime_loaded": "onnxruntime" in sys.modules}),
-          flush=True)
-    return 0
 
 
 # --- the parent -------------------------------------------------------------------------
@@ -136,7 +85,7 @@ def bench_audio(seconds: float) -> Path:
 
 def write_config(tmp: Path, runtime: str, tag: str) -> Path:
     cfg = tmp / f"{tag}.toml"
-    cfg.write_text(f'state_dir = "{tmp / tag}"\nlog_level = "warning"\n'
+    cfg.write_text(f'state_dir = "{tmp / tag}"\nlog_level = "info"\n'
                    f'[wake]\nmodels = ["{WAKE}"]\nruntime = "{runtime}"\n')
     return cfg
 
@@ -150,36 +99,43 @@ def child_env() -> dict[str, str]:
 
 
 def run_edge(cfg: Path, wav: Path) -> dict[str, Any]:
-    """The real `edge run` on the WAV: peak RSS and CPU from the kernel's accounting."""
+    """The real `edge run` on the WAV: start to its first scored frame (the daemon's own
+    "first frame scored" log line, read as it is written), the CPU it had spent by then
+    (/proc), and for the whole run peak RSS and CPU from the kernel's accounting."""
     edge = Path(sys.executable).parent / "edge"
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(edge), "run", "--config", str(cfg), "--input", str(wav)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=child_env())
+    assert proc.stderr is not None
+    startup = startup_cpu = None
+    ort = False
+    tail: list[bytes] = []
+    for line in proc.stderr:
+        if startup is None and FIRST_MARKER in line:
+            startup = time.perf_counter() - t0
+            startup_cpu = process_cpu_s(proc.pid)
+            ort = "onnxruntime" in Path(f"/proc/{proc.pid}/maps").read_text()  # models loaded
+        tail = (tail + [line])[-20:]
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.returncode != 0:
+    err = b"".join(tail).decode(errors="replace")
+    if proc.returncode != 0 or startup is None:
         raise SystemExit(f"edge run failed ({proc.returncode}): {err[-2000:]}")
     return {"peak_rss_kb": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "wall_s": wall}
+            "wall_s": wall, "startup_s": startup, "startup_cpu_s": startup_cpu,
+            "onnxruntime_loaded": ort}
 
 
-def run_daemon_child(cfg: Path, wav: Path) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--daemon-child", str(cfg), str(wav)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=child_env())
-    assert proc.stdout is not None
-    startup, result = None, dict[str, Any]()
-    for line in proc.stdout:
-        if startup is None and line.strip() == FIRST_MARKER:
-            startup = time.perf_counter() - t0
-        elif line.startswith("{"):
-            result.update(json.loads(line))
-    if proc.wait() != 0 or startup is None:
-        raise SystemExit(f"daemon child failed ({proc.returncode})")
-    return {"startup_s": startup, **result}
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a running process, all its threads (/proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_engine_child(engine: str, wav: Path, tag: str) -> dict[str, Any]:
@@ -252,13 +208,12 @@ def parent(args: argparse.Namespace) -> int:
     audio_s = args.seconds
     load0 = os.getloadavg()
     edge_runs: dict[str, list[dict[str, Any]]] = {r: [] for r in RUNTIMES}
-    child_runs: dict[str, list[dict[str, Any]]] = {r: [] for r in RUNTIMES}
     engines = ("openwakeword", "edge", "edge-ort")
     engine_runs: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
     with tempfile.TemporaryDirectory(prefix="edge-daemon-bench-") as tmp_s:
         tmp = Path(tmp_s)
         for runtime in RUNTIMES:  # untimed: fills the bytecode cache
-            run_daemon_child(write_config(tmp, runtime, f"{runtime}-warm"), wav)
+            run_edge(write_config(tmp, runtime, f"{runtime}-warm"), wav)
         for engine in engines:
             run_engine_child(engine, wav, f"{engine}-warm")
         for rep in range(args.repeat):
@@ -267,8 +222,6 @@ def parent(args: argparse.Namespace) -> int:
                       flush=True)
                 cfg = write_config(tmp, runtime, f"{runtime}-{rep}")
                 edge_runs[runtime].append(run_edge(cfg, wav))
-                cfg = write_config(tmp, runtime, f"{runtime}-{rep}-child")
-                child_runs[runtime].append(run_daemon_child(cfg, wav))
             for engine in engines:
                 print(f"run {rep + 1}/{args.repeat}: engine {engine} ...", flush=True)
                 engine_runs[engine].append(run_engine_child(engine, wav, f"{engine}-{rep}"))
@@ -277,13 +230,13 @@ def parent(args: argparse.Namespace) -> int:
 
     rows: dict[str, dict[str, Any]] = {}
     for runtime in RUNTIMES:
-        e, c = edge_runs[runtime], child_runs[runtime]
+        e = edge_runs[runtime]
         rows[f"edge run ({runtime})"] = {
             "peak_rss_mb": median([r["peak_rss_kb"] for r in e]) / 1024,
-            "startup_s": median([r["startup_s"] for r in c]),
-            "startup_cpu_s": median([r["startup_cpu_s"] for r in c]),
+            "startup_s": median([r["startup_s"] for r in e]),
+            "startup_cpu_s": median([r["startup_cpu_s"] for r in e]),
             "cpu_x_realtime": min(r["cpu_s"] for r in e) / audio_s,
-            "onnxruntime_loaded": any(r.get("onnxruntime_loaded") for r in c),
+            "onnxruntime_loaded": any(r["onnxruntime_loaded"] for r in e),
         }
     names = {"openwakeword": "openwakeword loop", "edge": "engine only (numpy)",
              "edge-ort": "engine only (onnxruntime)"}
@@ -358,12 +311,10 @@ def parent(args: argparse.Namespace) -> int:
         "method": {
             "peak_rss_mb": "edge run: ru_maxrss of the waited child; engine rows: VmHWM; "
                            "median of runs",
-            "startup_s": "perf_counter from before Popen to the child's line printed after "
-                         "its first scored frame; median",
-            "startup_cpu_s": "the daemon child's process_time when its first frame is "
-                             "scored: CPU of all its threads from exec on (the daemon's "
-                             "other threads start in parallel, so it can exceed the wall "
-                             "time); median",
+            "startup_s": "perf_counter from before Popen to reading edge run's 'first "
+                         "frame scored' log line; median",
+            "startup_cpu_s": "edge run's user + system CPU (/proc, clock ticks) when that "
+                             "line is read: all its threads from exec on; median",
             "cpu_x_realtime": "edge run: user + system CPU of the whole run (start-up "
                               "included) per audio second; engine rows: after warm-up; "
                               "least of runs",
@@ -383,12 +334,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=120.0, help="seconds of audio")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each")
-    ap.add_argument("--daemon-child", nargs=2, metavar=("CONFIG", "WAV"),
-                    help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.daemon_child:
-        return daemon_child(*args.daemon_child)
-    return parent(args)
+    return parent(ap.parse_args())
 
 
 if __name__ == "__main__":

@@ -64,68 +64,120 @@ def proc_status(key: str) -> int:
     raise KeyError(key)
 
 
-def rss_slope(samples: list[Sample]) -> dict[str, float]:
+def last_half(samples: list[Any]) -> list[Any]:
+    """The samples the slope is fitted to: the run's second half, without the sample taken
+    after shutdown (every sample when there are too few)."""
+    return samples[len(samples) // 2:-1] if len(samples) > 4 else samples
+
+
+def rss_slope(samples: list[Sample]) -> dict[str, Any]:
     """Least-squares RSS slope (kB per audio hour) over ``samples`` (the soak's last half,
-    without the sample taken after shutdown), and the residuals' standard deviation (kB)."""
+    without the sample taken after shutdown), the residuals' standard deviation (kB), the
+    slope's standard error, and whether the RSS is flat: the slope within two standard
+    errors of zero (its 95 % confidence interval holds zero), i.e. within the noise."""
     if len(samples) < 3:
-        return {"rss_slope_last_half_kb_per_h": 0.0, "rss_noise_last_half_kb": 0.0}
+        return {"rss_slope_last_half_kb_per_h": 0.0, "rss_noise_last_half_kb": 0.0,
+                "rss_slope_stderr_kb_per_h": 0.0, "rss_flat_last_half": True}
     h = np.array([s.audio_h for s in samples])
     kb = np.array([s.rss_kb for s in samples], dtype=float)
     slope, icept = np.polyfit(h, kb, 1)
-    noise = float(np.std(kb - (slope * h + icept)))
+    residuals = kb - (slope * h + icept)
+    stderr = float(np.sqrt(np.sum(residuals ** 2) / (len(h) - 2) / np.sum((h - h.mean()) ** 2)))
     return {"rss_slope_last_half_kb_per_h": round(float(slope), 2),
-            "rss_noise_last_half_kb": round(noise, 1),
+            "rss_noise_last_half_kb": round(float(np.std(residuals)), 1),
+            "rss_slope_stderr_kb_per_h": round(stderr, 2),
+            "rss_flat_last_half": bool(abs(slope) <= 2.0 * stderr),
             "rss_last_half_span_h": round(float(h[-1] - h[0]), 3)}
 
 
-def sample(audio_s: float, t0: float) -> Sample:
-    return Sample(round(audio_s / 3600.0, 4), round(time.monotonic() - t0, 2),
-                  proc_status("VmRSS"), len(os.listdir("/proc/self/fd")),
-                  threading.active_count(), proc_status("Threads"))
+class SampleLog:
+    """The samples, in an array allocated before the run: a list of objects growing by
+    twelve an hour would be a few kB an hour of the very RSS slope being measured."""
+
+    def __init__(self, capacity: int) -> None:
+        self._rows = np.zeros((capacity, 6))
+        self._n = 0
+
+    def take(self, audio_s: float, t0: float) -> None:
+        if self._n == len(self._rows):
+            raise RuntimeError("the soak took more samples than it made room for")
+        self._rows[self._n] = (audio_s / 3600.0, time.monotonic() - t0, proc_status("VmRSS"),
+                               len(os.listdir("/proc/self/fd")), threading.active_count(),
+                               proc_status("Threads"))
+        self._n += 1
+
+    def samples(self) -> list[Sample]:
+        return [Sample(round(float(h), 4), round(float(w), 2), int(rss), int(fds), int(th),
+                       int(os_th)) for h, w, rss, fds, th, os_th in self._rows[:self._n]]
 
 
 class IdCounter:
-    """A persistent-session subscriber that keeps only the ids of the clips it receives
-    (keeping the payloads would put the receiver's memory into the device's figures)."""
+    """A persistent-session subscriber that counts the distinct clips it receives, in a
+    process of its own: its set of ids grows with every clip, and in the soak's process
+    it would be counted as the daemon's memory."""
 
     def __init__(self, host: str, port: int, topic: str, session: str) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
+        import subprocess
 
-        self.ids: set[str] = set()
-        self.messages = 0
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=session,
-                                  protocol=mqtt.MQTTv5)
-        self.client.reconnect_delay_set(0.05, 0.5)
-        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
-        self.client.on_message = self._on_message
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 86400
-        self.client.connect(host, port, clean_start=False, properties=props)
-        self.client.loop_start()
-        if not self._subscribed.wait(10.0):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--collect", host, str(port),
+             topic, session], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "subscribed":
+            self.proc.kill()
             raise RuntimeError("the soak's subscriber could not subscribe")
 
-    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
-        user = dict(getattr(msg.properties, "UserProperty", []) or [])
-        with self._lock:
-            self.messages += 1
-            self.ids.add(user.get("id", ""))
-
     def wait_for(self, n: int, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while len(self.ids) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return len(self.ids)
+        """The distinct clips received, once there are ``n`` or ``timeout`` s have passed."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{n} {timeout}\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+def collect(host: str, port: int, topic: str, session: str) -> int:
+    """The subscriber process of ``IdCounter``: prints ``subscribed``, then for each line
+    ``N TIMEOUT`` on stdin the number of distinct clip ids received once it reaches N."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    ids: set[str] = set()
+    lock = threading.Lock()
+    subscribed = threading.Event()
+
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        user = dict(getattr(msg.properties, "UserProperty", []) or [])
+        with lock:
+            ids.add(user.get("id", ""))
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=session, protocol=mqtt.MQTTv5)
+    client.reconnect_delay_set(0.05, 0.5)
+    client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = on_message
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 86400
+    client.connect(host, port, clean_start=False, properties=props)
+    client.loop_start()
+    if not subscribed.wait(10.0):
+        return 1
+    print("subscribed", flush=True)
+    for line in sys.stdin:
+        n, timeout = line.split()
+        deadline = time.monotonic() + float(timeout)
+        while len(ids) < int(n) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print(len(ids), flush=True)
+    client.disconnect()
+    client.loop_stop()
+    return 0
 
 
 def one_minute() -> np.ndarray:
@@ -136,6 +188,29 @@ def one_minute() -> np.ndarray:
         synth.speak("turn on the kitchen lights please"), synth.silence(4.0),
         synth.prose(15.0, seed=4), synth.silence(6.0),
     ])
+
+
+class AudioClock:
+    """The device's clock in the soak: wall and monotonic time advance with the audio read
+    (as on a device, where an hour of audio is an hour) plus the real time that passed, so
+    that time still moves while no audio is read (muted, draining at the end). With the
+    system clock alone a soak at 200x real time would be younger than an hour at its end,
+    and whatever the daemon keeps for "the last hour" (the MQTT device's false-wake window)
+    would hold the whole run."""
+
+    def __init__(self, source: LoopSource) -> None:
+        self.source = source
+        self._wall0 = time.time()
+        self._mono0 = time.monotonic()
+
+    def _elapsed(self) -> float:
+        return self.source.audio_s + (time.monotonic() - self._mono0)
+
+    def wall(self) -> float:
+        return self._wall0 + self._elapsed()
+
+    def monotonic(self) -> float:
+        return self._mono0 + self._elapsed()
 
 
 class LoopSource:
@@ -223,19 +298,20 @@ def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
     loop = one_minute()
     source = LoopSource(loop, frames)
     factory = MockFactory()
-    device = build_device(cfg, source, Seams(pin_factory=factory, upload_drain_s=30.0,
+    device = build_device(cfg, source, Seams(clock=AudioClock(source), pin_factory=factory,
+                                             upload_drain_s=30.0,
                                              systemd=lambda _models: None))
     daemon, upload = device.daemon, device.upload
     factory.pin(MUTE_PIN).drive_low()  # the switch closed to ground (over the pull-up): listen
     t0 = time.monotonic()
     warm = warmup_s if warmup_s is not None else min(1800.0, hours * 3600 * 0.2)
-    samples: list[Sample] = []
+    taken = SampleLog(int(hours * 3600 / sample_every_s) + 4)
     counts = {"mute_toggles": 0, "broker_restarts": 0}
     restarting = threading.Lock()
 
     def take() -> None:
         if source.audio_s >= warm:
-            samples.append(sample(source.audio_s, t0))
+            taken.take(source.audio_s, t0)
 
     def toggle_mute() -> None:
         # The switch flips to mute; a person flips it back a moment later (wall time:
@@ -275,7 +351,8 @@ def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
     deadline = time.monotonic() + 120
     while upload.outbox is not None and upload.outbox.count() and time.monotonic() < deadline:
         time.sleep(0.1)
-    samples.append(sample(audio_s, t0))
+    taken.take(audio_s, t0)
+    samples = taken.samples()
     wall = time.monotonic() - t0
     stats = daemon.recorder.stats
     queued = upload.outbox.count() if upload.outbox is not None else -1
@@ -304,12 +381,14 @@ def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
         "mute_toggles": counts["mute_toggles"],
         "broker_restarts": counts["broker_restarts"],
         "rss_growth_kb": end.rss_kb - base.rss_kb,
-        **rss_slope(samples[len(samples) // 2:-1] if len(samples) > 4 else samples),
+        **rss_slope(last_half(samples)),
         "fd_growth": max(s.fds for s in last) - max(s.fds for s in first),
         "thread_growth": max(s.threads for s in last) - max(s.threads for s in first),
         "os_thread_growth": max(s.os_threads for s in last) - max(s.os_threads for s in first),
         "samples": [asdict(s) for s in samples],
         "pass_mark": "RSS growth < 5 MB; no fd growth; no thread growth (after warm-up)",
+        "malloc_env": {k: os.environ.get(k) for k in unit_malloc_env()},
+        "clock": "audio time (AudioClock)",
     }
     result["pass"] = bool(result["rss_growth_kb"] < RSS_LIMIT_KB and result["fd_growth"] <= 0
                           and result["thread_growth"] <= 0 and result["os_thread_growth"] <= 0
@@ -320,7 +399,29 @@ def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
     return result
 
 
+UNIT = ROOT / "systemd" / "edge-recorder.service"
+
+
+def unit_malloc_env(unit: Path = UNIT) -> dict[str, str]:
+    """The glibc malloc settings (``Environment=MALLOC_*``) the service runs with."""
+    out = {}
+    for line in unit.read_text().splitlines():
+        if line.startswith("Environment=MALLOC_"):
+            key, _, value = line.removeprefix("Environment=").partition("=")
+            out[key] = value
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--collect"]:  # IdCounter's subscriber process
+        host, port, topic, session = argv[1:5]
+        return collect(host, int(port), topic, session)
+    malloc = unit_malloc_env()
+    if any(os.environ.get(k) != v for k, v in malloc.items()):
+        # glibc reads these once, at start: the soak restarts itself with the service's
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv],
+                  {**os.environ, **malloc})
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hours", type=float, default=24.0, help="hours of audio (default 24)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak.json")
@@ -344,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
           f"restarts, {r['mute_toggles']} mutes; RSS {r['rss_growth_kb']:+d} kB, fds "
           f"{r['fd_growth']:+d}, threads {r['thread_growth']:+d} "
           f"(native {r['os_thread_growth']:+d}): {'PASS' if r['pass'] else 'FAIL'}")
+    print(f"RSS over the last half: {r['rss_slope_last_half_kb_per_h']:+.1f} kB per audio hour "
+          f"(standard error {r['rss_slope_stderr_kb_per_h']:.1f}, residual noise "
+          f"{r['rss_noise_last_half_kb']:.1f} kB): "
+          f"{'flat' if r['rss_flat_last_half'] else 'not flat'}")
     print(f"figures: {args.out}")
     return 0 if r["pass"] else 1
 

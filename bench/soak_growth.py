@@ -9,7 +9,9 @@ among it), Python's allocated blocks and the objects the garbage collector track
 end, the object types that grew most. That is how the soak's slope was found (issue 18):
 SQLite's page caches filling with the activation log, gpiozero's MockPin state histories
 (the soak's own instrumentation) and the MQTT device's one-hour window of activations,
-which an accelerated soak fills with every activation of the run.
+which an accelerated soak filled with every activation of the run (its clock now follows the
+audio); then, with every Python object and SQLite flat, glibc's heap keeping freed pages
+(bounded by the unit's malloc settings and the daemon's hourly malloc_trim).
 
 The soak (real models, MQTT uploads to a loopback Mosquitto, mutes, broker restarts) runs
 as in bench/soak.py, while a thread takes a tracemalloc snapshot every ``--every`` wall
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import threading
 import time
@@ -76,6 +79,11 @@ def main() -> int:
     args = ap.parse_args()
 
     import soak
+
+    malloc = soak.unit_malloc_env()
+    if any(os.environ.get(k) != v for k, v in malloc.items()):  # as bench/soak.py does
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()),
+                                   *sys.argv[1:]], {**os.environ, **malloc})
 
     if not args.no_trace:
         tracemalloc.start(args.frames)

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from soak import last_half  # noqa: E402
+
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
@@ -25,16 +28,19 @@ def main(argv: list[str]) -> int:
     import matplotlib.pyplot as plt
 
     result = json.loads(Path(argv[0]).read_text())
+    half = last_half(result["samples"])
     samples = result["samples"][:-1]  # the last one is taken after shutdown
     h = np.array([s["audio_h"] for s in samples])
     mb = np.array([s["rss_kb"] for s in samples]) / 1024
-    half = samples[len(samples) // 2:]
     hh = np.array([s["audio_h"] for s in half])
     slope, icept = np.polyfit(hh, np.array([s["rss_kb"] for s in half], dtype=float), 1)
+    stderr = result.get("rss_slope_stderr_kb_per_h")
     fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
     ax.plot(h, mb, ".-", lw=1, ms=3, label="daemon RSS")
     ax.plot(hh, (slope * hh + icept) / 1024, "-", lw=2,
-            label=f"last half: {slope:+.1f} kB per audio hour")
+            label=f"last half: {result.get('rss_slope_last_half_kb_per_h', slope):+.1f} kB per "
+                  "audio hour"
+                  + (f" (± {2 * stderr:.1f}, 95 %)" if stderr is not None else ""))
     ax.set_xlabel("hours of audio (accelerated)")
     ax.set_ylabel("RSS (MB)")
     lo = float(mb.min())

@@ -47,16 +47,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"edge: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with ``only`` just that command's subparser: each
+    command's module is imported to add its parser, and one command should not wait for
+    the imports of seventeen it does not run."""
     parser = _Parser(prog="edge", description="Privacy-first wake-word edge recorder.")
     parser.add_argument("--version", action="version", version=f"edge-recorder {__version__}")
     add_log_flags(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for _name, module in COMMANDS.items():
-        importlib.import_module(module).add_parser(sub)
+    for name, module in COMMANDS.items():
+        if only is None or name == only:
+            importlib.import_module(module).add_parser(sub)
     _log_flags_everywhere(parser)
     return parser
+
+
+def command_named(argv: list[str]) -> str | None:
+    """The command ``argv`` runs, if its first word that is not a log flag names one; None
+    otherwise (no command, ``--help``, ``--version``, a mistyped name: the whole parser
+    answers those, listing every command)."""
+    for word in argv:
+        if word in ("-v", "--verbose", "-q", "--quiet"):
+            continue
+        return word if word in COMMANDS else None
+    return None
 
 
 def add_log_flags(parser: argparse.ArgumentParser, default: object) -> None:
@@ -80,8 +95,8 @@ def _log_flags_everywhere(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(only=command_named(words)).parse_args(words)
     from edge.service.logs import configure, set_command_line_level
 
     set_command_line_level(args.log_flag)

@@ -135,3 +135,25 @@ def test_dashboard_without_its_extra_says_how_to_install_it_from_the_checkout():
     code, err = without("uvicorn", "dashboard", "--broker", "mqtt://127.0.0.1")
     assert code == 2 and "Traceback" not in err
     assert err.strip().endswith("in the checkout run: .venv/bin/pip install -e '.[dashboard]'")
+
+
+def test_a_command_builds_only_its_own_parser_and_errors_still_list_every_command():
+    import subprocess
+    import sys
+
+    from edge.cli import command_named
+
+    assert command_named(["-v", "label", "--help"]) == "label"
+    assert command_named(["--help"]) is None and command_named(["rn"]) is None
+    assert command_named([]) is None
+    # `edge label` does not import what `edge run` or `edge measure` need
+    code = ("import sys; from edge.cli import main\n"
+            "try: main(['-q', 'label', '--help'])\n"
+            "except SystemExit: pass\n"
+            "print(sorted(m for m in ('numpy', 'edge.commands.run', 'edge.commands.measure') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "usage: edge label" in out and out.strip().endswith("[]")
+    typo = subprocess.run([sys.executable, "-m", "edge", "rn"], capture_output=True, text=True)
+    assert typo.returncode == 2 and all(c in typo.stderr for c in COMMANDS)

@@ -54,6 +54,17 @@ def test_a_run_logs_its_detection_and_its_kept_clip_once_each(tmp_path: Path) ->
     assert all(REQUEST not in line and "array" not in line for line in lines)
 
 
+def test_a_run_says_once_how_long_it_took_to_score_its_first_frame(tmp_path: Path) -> None:
+    import re
+
+    first = [line for line in run(tmp_path) if "edge.service.startup: " in line]
+    [line] = first
+    m = re.search(r"INFO edge\.service\.startup: first frame scored (\d+\.\d\d) s after the "
+                  r"process started$", line)
+    assert m is not None, line
+    assert 0.0 < float(m.group(1)) < 60.0  # this process's own age, as the kernel counts it
+
+
 def test_a_wake_with_nothing_said_after_it_logs_its_audio_discarded(tmp_path: Path) -> None:
     path = tmp_path / "edge.toml"
     path.write_text(f'state_dir = "{tmp_path / "state"}"\n')
@@ -151,3 +162,21 @@ def device_destination(url: str) -> str:
 
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def test_the_process_age_reads_the_kernels_start_time_whatever_the_command_name(
+        tmp_path: Path) -> None:
+    import os
+    import time
+
+    from edge.service.startup import process_age_s
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    boot_s = time.clock_gettime(time.CLOCK_BOOTTIME)
+    start = int((boot_s - 5.0) * ticks)  # started five seconds ago
+    rest = " ".join(["0"] * 18)  # fields 3..21 (state and the rest), then 22: starttime
+    stat = tmp_path / "stat"
+    stat.write_text(f"4242 (edge (odd) name) S {rest} {start} 0 0\n")
+    assert process_age_s(str(stat)) == pytest.approx(5.0, abs=0.1)
+    assert 0.0 < process_age_s() < 600.0  # this test's own process
+    assert process_age_s(str(tmp_path / "missing")) is None

@@ -35,8 +35,6 @@ from edge.compose.preflight import preflight
 from edge.config import Config
 from edge.hardware.chime import ChimeOutput
 from edge.hardware.plugin import HardwarePlugin
-from edge.mqtt.device import MqttPlugin, StatsReport
-from edge.mqtt.topics import BrokerSettings
 from edge.pipeline.clip import Clip
 from edge.pipeline.daemon import Daemon, Subsystem
 from edge.pipeline.events import ClipUploaded, EventBus, RunEnded
@@ -45,6 +43,8 @@ from edge.pipeline.runner import Commands, Hook, Runner
 from edge.privacy.crypto import sealer_for
 from edge.service.activity import ActivityLog
 from edge.service.clockwatch import ClockWatch
+from edge.service.heap import HeapTrim
+from edge.service.startup import FirstFrame
 from edge.service.systemd import SystemdPlugin
 from edge.sinks.base import ClipSink
 from edge.sinks.dispatch import ClipDispatcher
@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 
     from edge.assist.answer import Speaker
     from edge.assist.plugin import AssistPlugin
+    from edge.mqtt.device import MqttPlugin, StatsReport
+    from edge.mqtt.topics import BrokerSettings
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +235,9 @@ def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem
     built.append(clockwatch)
     purge = LivePurge(commands, dispatcher, upload)
     mqtt = None
-    if cfg.mqtt.enabled:
+    if cfg.mqtt.enabled:  # off: its client, TLS and paho are not even imported
+        from edge.mqtt.device import MqttPlugin
+
         mqtt = MqttPlugin(cfg, clock, commands, thresholds=detector.policy.thresholds,
                           mute=hardware, device_id=seams.device_id, settings=seams.broker,
                           labeler=activations, purger=purge,
@@ -243,12 +247,13 @@ def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem
     if systemd is not None:
         built.append(systemd)
 
-    on_frame: list[Hook] = [hardware.on_frame, clockwatch.on_frame]
+    on_frame: list[Hook] = [hardware.on_frame, clockwatch.on_frame, FirstFrame().on_frame]
     if activations is not None and cfg.activations.checkpoint_s:
         on_frame.append(activations.on_frame)
     if systemd is not None and systemd.watchdog is not None:
         on_frame.append(systemd.frame)
     bus.subscribe("activity-log", ActivityLog(kept_where(cfg, upload)).on_event)
+    bus.subscribe("heap-trim", HeapTrim(clock).on_event)
     for name, subscriber in (("activation-log", activations), ("mqtt", mqtt),
                              ("systemd-status", systemd), ("assist", assist)):
         if subscriber is not None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from edge.errors import HardwareError
+from edge.recent import Recent
 
 if TYPE_CHECKING:
     from gpiozero import TonalBuzzer
@@ -170,7 +171,7 @@ class ChimePlayer:
                  on_failure: Callable[[Exception], None] | None = None) -> None:
         self.output = output
         self.on_failure = on_failure
-        self.played: list[str] = []
+        self.played: Recent[str] = Recent()
         self.failures = 0
         self._q: queue.Queue[str | None] | None = None
         self._thread: threading.Thread | None = None

@@ -43,6 +43,7 @@ from edge.hardware.profiles import HardwareSpec, resolve
 from edge.pipeline.events import CancelPressed, EventBus, HardwareFault, State, StateChanged
 from edge.pipeline.recorder import Recorder
 from edge.pipeline.runner import Commands
+from edge.recent import Recent
 
 if TYPE_CHECKING:
     from gpiozero.pins import Factory
@@ -171,8 +172,8 @@ class HardwarePlugin:
             on_switch=self._switch_edge, on_press=self._pressed, on_hold=self._held,
             on_chime_failure=self._chime_failed)
         self.look: Look | None = None
-        self.looks: list[Look] = []
-        """Every look shown, in order (the log of what a person could see)."""
+        self.looks: Recent[Look] = Recent()
+        """The looks shown, in order, the last few hundred (what a person could see)."""
         self.turn_look: Look | None = None
         """A voice-assistant turn's phase after its audio (thinking, replying, error), shown
         while the device listens; None: no turn in progress (audio thread only)."""

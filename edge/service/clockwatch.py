@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from edge.clock import Clock
+from edge.recent import Recent
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,8 @@ class ClockWatch:
     def __init__(self, clock: Clock, tolerance_s: float = TOLERANCE_S) -> None:
         self.clock = clock
         self.tolerance_s = tolerance_s
-        self.jumps: list[float] = []
-        """Every jump noticed, in seconds (negative: backwards)."""
+        self.jumps: Recent[float] = Recent()
+        """The jumps noticed (the last few hundred), in seconds (negative: backwards)."""
         self._offset: float | None = None
         self._frames = 0
 

@@ -25,6 +25,7 @@ from typing import Protocol
 from edge.clock import Clock, SystemClock
 from edge.errors import UploadError
 from edge.privacy.ledger import Ledger
+from edge.recent import Recent
 from edge.upload.queue import CorruptEntry, Entry, EntryGone, Outbox
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Uploader:
         self.delivered = 0
         self.failures = 0
         self.consecutive_failures = 0
-        self.delays: list[float] = []
+        self.delays: Recent[float] = Recent()
         """Every backoff chosen, in order (for tests and the audit)."""
 
     # -- thread ---------------------------------------------------------------------------

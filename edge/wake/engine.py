@@ -226,9 +226,12 @@ class StreamingEngine:
         spec = self._warmup_spec()
         windows = np.stack([spec[i:i + EMB_WINDOW]
                             for i in range(0, spec.shape[0] - EMB_WINDOW + 1, EMB_STEP)])
-        if streaming_embedding:
-            self._stream = self._start_streaming(windows)
-        self._warm_feat = self._warmup_features(windows)
+        n = min(self._n_feat, windows.shape[0])
+        warm = self._start_streaming(windows[-n:]) if streaming_embedding else None
+        if warm is None:  # onnxruntime runs the whole windows
+            warm = self.features.embeddings(windows[-n:])
+        self._warm_feat = np.zeros((self._n_feat, EMB_DIM), dtype=np.float32)
+        self._warm_feat[-n:] = warm
         self.frames_skipped = 0
         self.reset()
 
@@ -241,8 +244,11 @@ class StreamingEngine:
         """Whether the embedding is streamed (else onnxruntime runs the whole window)."""
         return self._stream is not None
 
-    def _start_streaming(self, windows: np.ndarray) -> StreamingEmbedding | None:
-        """The streaming embedding, checked against onnxruntime; None to use onnxruntime."""
+    def _start_streaming(self, windows: np.ndarray) -> np.ndarray | None:
+        """Start the streaming embedding on the warm-up ``windows`` (consecutive, one
+        embedding step apart) and return their embeddings; None, and no stream, when it
+        cannot stream this model or its numbers are off (onnxruntime then runs the embedding).
+        """
         from edge.wake.embedding import limit_blas_threads
 
         try:
@@ -251,16 +257,18 @@ class StreamingEngine:
             log.warning("embedding runs on onnxruntime: %s", exc)
             return None
         limit_blas_threads(1)
-        # A last check of the arithmetic, on the first and third warm-up noise windows.
-        ref = self.features.embeddings(windows[0:3:2])
-        got = np.vstack([stream.prime(windows[0])[None],
-                         stream.step(windows[2][-2 * EMB_STEP:])[1:]])
+        emb = np.vstack([stream.prime(windows[0])[None],
+                         stream.step(windows[1:, -EMB_STEP:].reshape(-1, MEL_BINS))])
         stream.reset()
-        err = float(np.abs(got - ref).max())
+        # A last check of the arithmetic: the first (primed) and the third (streamed)
+        # warm-up embeddings against the embedding model run on their whole windows.
+        ref = self.features.embeddings(windows[0:3:2])
+        err = float(np.abs(emb[0:3:2] - ref).max())
         if not err < 1e-3:
             log.warning("embedding runs on onnxruntime: the streaming embedding is off by %g", err)
             return None
-        return stream
+        self._stream = stream
+        return emb
 
     def _warmup_spec(self) -> np.ndarray:
         # Upstream seeds its feature buffer with embeddings of 4 s of random noise drawn
@@ -268,19 +276,6 @@ class StreamingEngine:
         # so a stream is reproducible (and matches upstream seeded with np.random.seed).
         noise = np.random.RandomState(self.warmup_seed).randint(-1000, 1000, SAMPLE_RATE * 4)
         return self.features.melspectrogram(noise.astype(np.int16).astype(np.float32))
-
-    def _warmup_features(self, windows: np.ndarray) -> np.ndarray:
-        n = min(self._n_feat, windows.shape[0])
-        windows = windows[-n:]
-        if self._stream is None:
-            emb = self.features.embeddings(windows)
-        else:  # the same numbers (to float32 rounding), at a fraction of the memory and time
-            emb = np.vstack([self._stream.prime(windows[0])[None],
-                             self._stream.step(windows[1:, -EMB_STEP:].reshape(-1, MEL_BINS))])
-            self._stream.reset()
-        out = np.zeros((self._n_feat, EMB_DIM), dtype=np.float32)
-        out[-n:] = emb
-        return out
 
     def reset(self) -> None:
         self._raw[:] = 0.0

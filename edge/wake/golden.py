@@ -17,13 +17,14 @@ None
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from edge.wake.manifest import sha256_file
 
 KINDS = ("melspectrogram", "embedding", "classifier", "vad")
 DIGEST_VALUES = 24
@@ -85,18 +86,10 @@ def digest(kind: str, model: Runnable) -> list[float]:
     return [float(v) for v in flat[picks]] + [float(flat.mean())]
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check(path: Path, kind: str, model: Runnable, sha: str | None = None) -> str | None:
     """None when ``model`` (the numpy version of the file ``path``, of sha256 ``sha``)
     gives the recorded reference output; else why not, in words."""
-    sha = sha or sha256_of(path)
+    sha = sha or sha256_file(path)
     ref = REFERENCES.get(sha)
     if ref is None:
         return f"no reference output is recorded for {path.name} (sha256 {sha[:12]}...)"
@@ -118,7 +111,7 @@ def record(path: Path, kind: str) -> tuple[str, tuple[str, tuple[float, ...]]]:
     import onnxruntime as ort
 
     s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sha256_of(path), (kind, tuple(digest(kind, s)))
+    return sha256_file(path), (kind, tuple(digest(kind, s)))
 
 
 def _kind_of(path: Path) -> str:

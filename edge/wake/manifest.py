@@ -208,11 +208,24 @@ def read_micro_json(name: str, json_path: Path, check: tuple[int, ...] = (),
                      window, check, check_state)
 
 
+_HASHED: dict[tuple[int, ...], str] = {}
+"""sha256 of the files this process has hashed, by (device, inode, size, mtime): the store
+checks a model's hash and the runtime then looks its reference output up by the same hash;
+one read of the file does for both. A file rewritten since has another key."""
+
+
 def sha256_file(path: Path) -> str:
+    st = path.stat()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _HASHED:
+        return _HASHED[key]
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+    if len(_HASHED) >= 256:  # a process that hashes many files (fetch, tests) keeps few
+        _HASHED.clear()
+    _HASHED[key] = h.hexdigest()
+    return _HASHED[key]
 
 

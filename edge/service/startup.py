@@ -1,0 +1,51 @@
+"""How long the daemon took to start: one log line at the first scored frame.
+
+On a Pi Zero 2 W start-up is seconds, not milliseconds, and a person waiting after a
+reboot wants to know when the device hears them. The line is logged once, from the audio
+loop's frame hook (after the first frame has gone through the detector), with the time
+since the process started as the kernel counts it.
+
+>>> first = FirstFrame()
+>>> runner.on_frame.append(first.on_frame)     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from edge.service.logs import fields
+
+log = logging.getLogger(__name__)
+
+
+def process_age_s(stat_path: str = "/proc/self/stat") -> float | None:
+    """Seconds since this process started (the kernel's start time, in clock ticks since
+    boot, against ``CLOCK_BOOTTIME``), or None where /proc does not say."""
+    try:
+        with open(stat_path) as f:
+            stat = f.read()
+        # the command name (field 2) may hold spaces and parentheses: count after the last ')'
+        start_ticks = int(stat[stat.rindex(")") + 2:].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class FirstFrame:
+    """The audio loop's frame hook: logs the start-up time once, at the first frame."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def on_frame(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        age = process_age_s()
+        if age is None:
+            log.info("first frame scored", extra=fields(event="first_frame"))
+        else:
+            log.info("first frame scored %.2f s after the process started", age,
+                     extra=fields(event="first_frame", startup_s=round(age, 3)))
