@@ -230,6 +230,26 @@ def home_assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
 
         wait_for(up, 600, "Home Assistant to answer on its HTTP port", poll_s=1.0)
         api.onboard()
+        # Its HTTP server answers while integrations are still being set up (the demo's text
+        # to speech among them): the test starts once Home Assistant says it is running,
+        # with every integration it uses loaded and edge_stt among the speech-to-text engines.
+        needed = {"tts", "stt", "assist_pipeline", "conversation", "demo.tts"}
+        seen: dict[str, Any] = {}
+
+        def started() -> bool:
+            assert ha.alive(), f"Home Assistant exited:\n{tail(log)}"
+            seen.update(api.command("get_config"))
+            if seen.get("state") != "RUNNING" or not needed <= set(seen["components"]):
+                return False
+            engines = api.command("stt/engine/list", language="en")["providers"]
+            return "edge_stt" in [p["engine_id"] for p in engines]
+
+        try:
+            wait_for(started, 300, "Home Assistant to finish starting", poll_s=0.5)
+        except AssertionError:
+            raise AssertionError(f"Home Assistant did not finish starting: state "
+                                 f"{seen.get('state')}, components missing "
+                                 f"{sorted(needed - set(seen.get('components', [])))}") from None
         try:
             yield Running(ha, api, log, config)
         finally:
