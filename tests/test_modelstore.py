@@ -81,3 +81,15 @@ def test_models_list_cli_reports_state_and_exit_code(store, tmp_path):
                             str(tmp_path)], capture_output=True, text=True)
     assert empty.returncode == 1
     assert "missing" in empty.stdout and "edge models fetch" in empty.stdout
+
+
+def test_a_file_rewritten_at_once_in_place_is_hashed_again(tmp_path: Path) -> None:
+    import hashlib
+
+    from edge.wake.manifest import sha256_file
+
+    f = tmp_path / "model.onnx"
+    for content in (b"a" * 4096, b"b" * 4096, b"c" * 4096):  # same size, same instant
+        with f.open("r+b" if f.exists() else "wb") as out:
+            out.write(content)
+        assert sha256_file(f) == hashlib.sha256(content).hexdigest()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,23 +210,29 @@ def read_micro_json(name: str, json_path: Path, check: tuple[int, ...] = (),
 
 
 _HASHED: dict[tuple[int, ...], str] = {}
-"""sha256 of the files this process has hashed, by (device, inode, size, mtime): the store
-checks a model's hash and the runtime then looks its reference output up by the same hash;
-one read of the file does for both. A file rewritten since has another key."""
+"""sha256 of the files this process has hashed, by (device, inode, size, mtime, ctime): the
+store checks a model's hash and the runtime then looks its reference output up by the same
+hash; one read of the file does for both. A file rewritten since has another key."""
+SETTLED_S = 2.0
+"""Only a file unchanged for this long is remembered: file times tick coarsely (a few ms),
+so a file rewritten within one tick of being hashed could keep its key (git's racy-clean
+rule). Installed models are far older than that."""
 
 
 def sha256_file(path: Path) -> str:
     st = path.stat()
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key in _HASHED:
         return _HASHED[key]
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    if len(_HASHED) >= 256:  # a process that hashes many files (fetch, tests) keeps few
-        _HASHED.clear()
-    _HASHED[key] = h.hexdigest()
-    return _HASHED[key]
+    digest = h.hexdigest()
+    if time.time() - max(st.st_mtime, st.st_ctime) > SETTLED_S:
+        if len(_HASHED) >= 256:  # a process that hashes many files (fetch, tests) keeps few
+            _HASHED.clear()
+        _HASHED[key] = digest
+    return digest
 
 
