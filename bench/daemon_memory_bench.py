@@ -129,13 +129,15 @@ def run_edge(cfg: Path, wav: Path) -> dict[str, Any]:
 
 
 def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a running process, all its threads (/proc/PID/stat)."""
+    """User + system CPU seconds of a running process, all its threads (/proc/PID/stat
+    fields 14 and 15)."""
+    from edge.service.startup import stat_fields
+
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        fields = stat_fields(f"/proc/{pid}/stat")
+    except (OSError, ValueError):
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[14 - 3]) + int(fields[15 - 3])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_engine_child(engine: str, wav: Path, tag: str) -> dict[str, Any]:

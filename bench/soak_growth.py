@@ -32,23 +32,24 @@ import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import soak  # noqa: E402
+from soak import proc_status  # noqa: E402
+
 
 def rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return proc_status("VmRSS")
 
 
 def rss_parts() -> str:
     """Anonymous, file-backed and shared-memory RSS (a WAL index is shared memory)."""
-    with open("/proc/self/status") as f:
-        parts = {line.split(":")[0]: int(line.split()[1]) for line in f
-                 if line.startswith(("RssAnon:", "RssFile:", "RssShmem:"))}
-    return "  ".join(f"{k[3:]} {v / 1024:6.1f}" for k, v in parts.items())
+    return "  ".join(f"{k[3:]} {proc_status(k) / 1024:6.1f}"
+                     for k in ("RssAnon", "RssFile", "RssShmem"))
 
 
 def sqlite_kb() -> float:
@@ -78,8 +79,6 @@ def main() -> int:
                          "allocated blocks and the objects the garbage collector tracks, by type")
     args = ap.parse_args()
 
-    import soak
-
     malloc = soak.unit_malloc_env()
     if any(os.environ.get(k) != v for k, v in malloc.items()):  # as bench/soak.py does
         os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()),
@@ -94,16 +93,19 @@ def main() -> int:
     done = threading.Event()
     t0 = time.monotonic()
 
+    def keep(kept: list[Any], entry: Any, wall: float) -> None:
+        """The base (the last entry before ``--base-after``) and the latest one only."""
+        if not kept or wall < args.base_after:
+            kept[:] = [entry]
+        else:
+            kept[1:] = [entry]
+
     def sampler() -> None:
         while not done.wait(args.every):
             wall = time.monotonic() - t0
             if args.no_trace:
                 counts = Counter(type(o).__qualname__ for o in gc.get_objects())
-                entry_c = (wall, rss_kb(), counts)
-                if not counted or wall < args.base_after:
-                    counted[:] = [entry_c]
-                else:
-                    counted[1:] = [entry_c]
+                keep(counted, (wall, rss_kb(), counts), wall)
                 print(f"  {wall:7.0f} s wall  RSS {rss_kb() / 1024:7.1f} MB ({rss_parts()})  "
                       f"sqlite {sqlite_kb():7.0f} kB  python blocks "
                       f"{sys.getallocatedblocks():8d}  gc objects {sum(counts.values()):7d}",
@@ -111,11 +113,7 @@ def main() -> int:
                 continue
             snap = tracemalloc.take_snapshot().filter_traces(
                 [tracemalloc.Filter(False, tracemalloc.__file__)])
-            entry = (wall, rss_kb(), snap)
-            if not snaps or wall < args.base_after:
-                snaps[:] = [entry]
-            else:
-                snaps[1:] = [entry]
+            keep(snaps, (wall, rss_kb(), snap), wall)
             print(f"  {wall:7.0f} s wall  RSS {rss_kb() / 1024:7.1f} MB ({rss_parts()})  "
                   f"traced {tracemalloc.get_traced_memory()[0] / 1024:8.0f} kB  "
                   f"sqlite {sqlite_kb():7.0f} kB", flush=True)

@@ -35,7 +35,7 @@ import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.assist.answer import AnswerPlayer
@@ -45,6 +45,9 @@ from edge.assist.session import MuteControl
 from edge.assist.turn import Turn, wake_phrase
 from edge.audio.frames import SAMPLE_RATE
 from edge.hardware.indicators import Look
+
+if TYPE_CHECKING:  # the ESPHome server's protocols; its module is not imported here
+    from edge.assist.esphome import TimerBell, TurnLights
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ class WyomingServer(LoopServer):
 
     def __init__(self, settings: WyomingSettings, mute: MuteControl,
                  on_end: Callable[[str, str], None], answer: AnswerPlayer | None = None,
-                 lights: Any = None, bell: Any = None) -> None:
+                 lights: TurnLights | None = None, bell: TimerBell | None = None) -> None:
         super().__init__(settings.host, settings.port, "assist.wyoming", "assist-wyoming")
         self.settings = settings
         self.mute = mute
@@ -100,9 +103,9 @@ class WyomingServer(LoopServer):
         """``on_end(turn_id, why)``: the client ended a turn (the core posts it to the loop)."""
         self.answer = answer
         self.lights = lights
-        """The indicator's turn phases (edge.assist.esphome.TurnLights), or None."""
+        """The indicator's turn phases, or None."""
         self.bell = bell
-        """What rings when a timer finishes (edge.assist.esphome.TimerBell), or None."""
+        """What rings when a timer finishes, or None."""
         self.clients: set[_Client] = set()
         self.satellite: _Client | None = None
         """The client that said run-satellite: it takes the turns."""

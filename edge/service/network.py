@@ -27,17 +27,21 @@ DENIED_ENV = "EDGE_IP_DENIED"
 """Set to 1 by the drop-in: this process cannot reach any address but loopback."""
 
 
+def url_host(url: str) -> str:
+    """The host a URL names; '' for none or a URL that does not parse."""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
 def remote_hosts(cfg: Config) -> list[tuple[str, str]]:
     """(config key, host) of each machine other than this one that the service reaches."""
     reached: list[tuple[str, str]] = []
     if cfg.upload.mode == "mqtt":
         reached.append(("upload.mqtt.host", cfg.upload.mqtt.host))
     elif cfg.upload.mode == "https":
-        try:
-            host = urlsplit(cfg.upload.https.url).hostname or ""
-        except ValueError:
-            host = ""
-        reached.append(("upload.https.url", host))
+        reached.append(("upload.https.url", url_host(cfg.upload.https.url)))
     if cfg.mqtt.enabled:
         reached.append(("mqtt.host", cfg.mqtt.host))
     listens = cfg.assist.listens_on
@@ -45,11 +49,7 @@ def remote_hosts(cfg: Config) -> list[tuple[str, str]]:
         reached.append(("assist.wyoming.host" if cfg.assist.mode == "wyoming"
                         else "assist.host", listens[0]))
     elif cfg.assist.mode == "stt":
-        try:
-            host = urlsplit(cfg.assist.stt.url).hostname or ""
-        except ValueError:
-            host = ""
-        reached.append(("assist.stt.url", host))
+        reached.append(("assist.stt.url", url_host(cfg.assist.stt.url)))
     return [(key, host) for key, host in reached if not is_loopback(host)]
 
 

@@ -20,14 +20,20 @@ from edge.service.logs import fields
 log = logging.getLogger(__name__)
 
 
+def stat_fields(stat_path: str = "/proc/self/stat") -> list[str]:
+    """A process's /proc stat from field 3 (its state) on: index ``n - 3`` is the man page's
+    field ``n``. The command name (field 2) may hold spaces and parentheses, so the fields
+    are counted after the last ')'. Raises OSError or ValueError where /proc does not say."""
+    with open(stat_path) as f:
+        stat = f.read()
+    return stat[stat.rindex(")") + 2:].split()
+
+
 def process_age_s(stat_path: str = "/proc/self/stat") -> float | None:
-    """Seconds since this process started (the kernel's start time, in clock ticks since
-    boot, against ``CLOCK_BOOTTIME``), or None where /proc does not say."""
+    """Seconds since this process started (the kernel's start time, field 22, in clock ticks
+    since boot, against ``CLOCK_BOOTTIME``), or None where /proc does not say."""
     try:
-        with open(stat_path) as f:
-            stat = f.read()
-        # the command name (field 2) may hold spaces and parentheses: count after the last ')'
-        start_ticks = int(stat[stat.rindex(")") + 2:].split()[19])
+        start_ticks = int(stat_fields(stat_path)[22 - 3])
         return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
