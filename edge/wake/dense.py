@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edge.errors import ModelError
-from edge.wake.onnx_reader import Graph, Node, read_graph
+from edge.wake.onnx_reader import Graph, Node, load_graph
 
 _NORM = ("ReduceMean", "Sub", "Pow", "ReduceMean", "Add", "Sqrt", "Div", "Mul", "Add")
 """A layer norm over the last axis, as PyTorch exports it."""
@@ -173,10 +173,7 @@ class DenseClassifier:
 
     @classmethod
     def load(cls, path: Path) -> DenseClassifier:
-        try:
-            graph = read_graph(path)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot read model {path}: {exc}") from exc
+        graph = load_graph(path)
         try:
             return cls.from_graph(graph)
         except _Unknown as exc:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edge.errors import ModelError
-from edge.wake.onnx_reader import Graph, Node, read_graph
+from edge.wake.onnx_reader import Graph, Node, load_graph
 
 _OPS = ["Unsqueeze", "Conv", "Conv", "Unsqueeze", "Transpose", "Unsqueeze", "Transpose",
         "Pow", "Pow", "Add", "MatMul", "Clip", "Log", "Mul", "Div", "Sub", "ReduceMax", "Sub",
@@ -59,10 +59,7 @@ class MelSpectrogram:
 
     @classmethod
     def load(cls, path: Path) -> MelSpectrogram:
-        try:
-            graph = read_graph(path)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot read model {path}: {exc}") from exc
+        graph = load_graph(path)
         return cls.from_graph(graph, path.name)
 
     @classmethod

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from edge.errors import ModelError
-from edge.wake.onnx_reader import Graph, Node, read_graph
+from edge.wake.onnx_reader import Graph, Node, load_graph
 
 Env = dict[str, np.ndarray]
 Step = Callable[[Env], None]
@@ -478,10 +478,7 @@ class NumpyGraph:
 
     @classmethod
     def load(cls, path: Path) -> NumpyGraph:
-        try:
-            graph = read_graph(path)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot read model {path}: {exc}") from exc
+        graph = load_graph(path)
         return cls(graph, path.name)
 
     def run(self, names: Sequence[str] | None, feeds: Env) -> list[np.ndarray]:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.errors import ModelError
+
 _Value = int | memoryview
 
 
@@ -199,6 +201,14 @@ def read_onnx(path: Path) -> tuple[dict[str, np.ndarray], list[Node]]:
     """
     g = read_graph(path)
     return g.inits, g.nodes
+
+
+def load_graph(path: Path) -> Graph:
+    """:func:`read_graph`, refusing a file that is not such a model with a ModelError."""
+    try:
+        return read_graph(path)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read model {path}: {exc}") from exc
 
 
 def read_graph(path: Path) -> Graph:
