@@ -96,6 +96,13 @@ def _log_flags_everywhere(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
+    for word in words:
+        # exec cannot pass one (its arguments are C strings); a caller of main() can, and a
+        # path holding one would fail deep in open() with a traceback
+        if "\x00" in word:
+            print(f"edge: error: the argument {word!r} holds a NUL byte, which no name, path or "
+                  "value can hold", file=sys.stderr)
+            return 2
     args = build_parser(only=command_named(words)).parse_args(words)
     from edge.service.logs import configure, set_command_line_level
 

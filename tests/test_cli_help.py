@@ -157,3 +157,12 @@ def test_a_command_builds_only_its_own_parser_and_errors_still_list_every_comman
     assert "usage: edge label" in out and out.strip().endswith("[]")
     typo = subprocess.run([sys.executable, "-m", "edge", "rn"], capture_output=True, text=True)
     assert typo.returncode == 2 and all(c in typo.stderr for c in COMMANDS)
+
+
+def test_an_argument_holding_a_nul_byte_is_refused_in_one_line(capsys):
+    from edge.cli import main
+
+    assert main(["decrypt", "good.wav", "--key", "nul\x00.wav"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("edge: error: the argument 'nul\\x00.wav' holds a NUL byte, which no name, "
+                   "path or value can hold\n")

@@ -299,6 +299,7 @@ def check(box: Sandbox, argv: list[str]) -> None:
 @example(argv=["decrypt", "sealed.clip", "--key", "key"])
 @example(argv=["decrypt", "good.wav", "--key", "good.wav"])
 @example(argv=["run", "--config", "nul\x00.wav"])
+@example(argv=["decrypt", "good.wav", "--key", "nul\x00.wav"])
 @example(argv=["decrypt", "sealed.clip", "--key", "key", "--out", "good.wav"])
 @example(argv=["replay", "good.wav", "--clips", "good.wav"])
 @example(argv=["measure", "good.wav", "--out", "good.wav", "--jobs", "1"])
