@@ -210,9 +210,10 @@ class HandOff:
         assert turn is not None
         turn.ended_by = why
         self.stats.by_end[why] = self.stats.by_end.get(why, 0) + 1
-        if tell:
-            self.assistant.end(turn)
         sent = 0 if why in UNSENT else turn.bytes_sent
+        # the ledger hears of the turn's end before the assistant does (as the uploader's
+        # ledger hears of a result before the clip leaves the outbox): whoever sees the end
+        # finds the ledger complete
         try:
             self.ledger.append(clip=turn.id, result="failed" if why in FAILED else "delivered",
                                destination=turn.destination, bytes=sent,
@@ -222,6 +223,8 @@ class HandOff:
         except OSError as exc:  # its 'sending' line stands; the audio loop must go on
             log.error("the ledger cannot be written (%s): turn %s ended by %s, %d bytes",
                       exc, turn.id, why, turn.bytes_sent)
+        if tell:
+            self.assistant.end(turn)
         if sent:  # published on the audio thread: before the activation's ActivationEnded
             self.publish(TurnStreamed(turn.id, turn.destination, turn.wake_word,
                                       round(sent / BYTES_PER_SECOND, 3), sent, why))
