@@ -5,7 +5,10 @@
 # Either may come first; `make test` adds the dev extra to the venv `make run` made, and
 # `make run` after `make test` installs nothing.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The distribution's Python (Debian's and Raspberry Pi OS's, built with PGO and LTO: the
+# interpreter a device runs), whose venv module and headers scripts/apt-deps.sh installs;
+# python3 on the PATH where there is none. `make PYTHON=...` picks another.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edge-installed
