@@ -123,7 +123,10 @@ def open_private(path: Path, flags: int = os.O_RDWR) -> int:
 def private_db(path: Path) -> Path:
     """Create a SQLite database file (and its folder) private before SQLite opens it, so
     its ``-wal``, ``-shm`` and ``-journal`` files, which SQLite makes with the database's
-    mode, are private too. Returns ``path``."""
+    mode, are private too. Returns ``path``. SQLite's in-memory database (``:memory:``)
+    has no file: none is made."""
+    if str(path) == ":memory:":
+        return path
     private_dir(path.parent)
     with contextlib.suppress(FileExistsError):
         os.close(create_private(path))

@@ -357,3 +357,16 @@ def test_our_files_folders_and_sqlite_side_files_are_private_under_any_umask(uma
             os.umask(old)
     assert {"c/d.sqlite3-wal", "c/d.sqlite3-shm"} <= set(found)
     assert not_private(found) == []
+
+
+def test_an_in_memory_database_leaves_no_file(tmp_path, monkeypatch):
+    """``:memory:`` is SQLite's in-memory database: no file of that name in the cwd."""
+    import sqlite3
+
+    from edge.files import private_db
+
+    monkeypatch.chdir(tmp_path)
+    db = sqlite3.connect(private_db(Path(":memory:")))
+    db.execute("CREATE TABLE t (x)")
+    db.close()
+    assert list(tmp_path.iterdir()) == []
