@@ -80,6 +80,9 @@ LABEL_GRACE_S = 1.0
 
 @dataclass
 class _Period:
+    """A stretch of listening with one set of models and thresholds (a row of the periods
+    table)."""
+
     start_wall: float
     start_t: float
     """Stream time at the start: heard time is stream time since then."""
@@ -90,12 +93,16 @@ class _Period:
 
 @dataclass(frozen=True)
 class _Checkpoint:
+    """How far listening has got: the period's heard time is written up to here."""
+
     t: float
     wall: float
 
 
 @dataclass(frozen=True)
 class _Label:
+    """A label for an activation, waiting its turn on the log's thread."""
+
     ref: str
     label: str
     source: str
@@ -107,6 +114,8 @@ class _Label:
 
 @dataclass(frozen=True)
 class _Uploaded:
+    """A clip the destination acknowledged: its activation is marked uploaded."""
+
     clip_id: str
     at: float
 

@@ -27,6 +27,9 @@ _HAT_BUS = {2: "I2C SDA (codec control)", 3: "I2C SCL (codec control)",
 
 @dataclass(frozen=True)
 class Profile:
+    """A named hardware setup (a HAT, a USB array, a plain computer): its capture device and
+    channel, LEDs, button, mute switch and chimes."""
+
     name: str
     summary: str
     input: str

@@ -13,6 +13,8 @@ from edge.audio.frames import SAMPLE_RATE
 
 @dataclass(frozen=True)
 class Clip:
+    """One kept utterance: the pre-roll and the speech after a detection, with what started it."""
+
     id: str
     """Random UUID4: the receiver de-duplicates on it."""
     activation_id: str

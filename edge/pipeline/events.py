@@ -38,6 +38,8 @@ class State(StrEnum):
 
 @dataclass(frozen=True)
 class StateChanged:
+    """The recorder moved from one state to another (listening, recording, muted, ...)."""
+
     old: str
     new: str
     t: float
@@ -47,6 +49,8 @@ class StateChanged:
 
 @dataclass(frozen=True)
 class DetectionEvent:
+    """A wake word was detected (each detection, whether it started a recording or not)."""
+
     detection: Detection
     activation_id: str
     wall_time: float
@@ -56,6 +60,8 @@ class DetectionEvent:
 
 @dataclass(frozen=True)
 class RecordingStarted:
+    """A detection started a recording."""
+
     activation_id: str
     clip_id: str
     model: str
@@ -65,6 +71,8 @@ class RecordingStarted:
 
 @dataclass(frozen=True)
 class RecordingStopped:
+    """A recording ended, and why; whether its clip is kept follows in ``ActivationEnded``."""
+
     activation_id: str
     clip_id: str
     reason: str
@@ -140,6 +148,8 @@ class LoopHealth:
 
 @dataclass(frozen=True)
 class ClipReady:
+    """A clip was handed to the sinks."""
+
     clip: Clip
 
 
@@ -187,6 +197,8 @@ class TranscriptReady:
 
 @dataclass(frozen=True)
 class MuteChanged:
+    """The mute was set or released (the switch, the soft mute or a hardware fault)."""
+
     muted: bool
     causes: tuple[str, ...]
     """What holds the mute: any of 'switch', 'soft', 'fault'; empty when listening."""
@@ -276,6 +288,8 @@ _STOP = object()
 
 @dataclass(frozen=True)
 class _Flushed:
+    """The marker ``EventBus.flush`` queues behind every event published before it."""
+
     done: threading.Event
 
 

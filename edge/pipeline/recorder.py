@@ -92,6 +92,8 @@ def frames_for(seconds: float) -> int:
 
 @dataclass
 class _Recording:
+    """The recording in progress: its activation, its frames so far and the VAD's count."""
+
     activation_id: str
     clip_id: str
     detection: Detection
@@ -105,6 +107,8 @@ class _Recording:
 
 @dataclass
 class _Held:
+    """A finished clip held until its cancel window closes."""
+
     clip: Clip
     detection: Detection
     run: ScoreRun
@@ -114,6 +118,8 @@ class _Held:
 
 @dataclass
 class RecorderStats:
+    """Counts since the recorder started: frames, detections, clips kept and discarded."""
+
     frames: int = 0
     detections: int = 0
     ignored_detections: int = 0

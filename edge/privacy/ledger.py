@@ -76,6 +76,8 @@ class Ledger:
 
 @dataclass
 class LedgerRead:
+    """The ledger's entries, and how many lines could not be read."""
+
     entries: list[dict[str, Any]]
     unreadable: int
     """Lines that were not a ledger entry (a torn write after a power cut)."""

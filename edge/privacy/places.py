@@ -39,6 +39,8 @@ def lock_path(cfg: Config) -> Path:
 
 @dataclass(frozen=True)
 class AudioPlace:
+    """A folder where the device keeps audio, and the file names in it that are its own."""
+
     label: str
     path: Path
     names: re.Pattern[str]

@@ -39,6 +39,8 @@ DAY_S = 86400.0
 
 @dataclass
 class Removed:
+    """What a purge removed from one place: files and bytes."""
+
     label: str
     path: Path
     files: int = 0

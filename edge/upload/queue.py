@@ -63,6 +63,8 @@ _COLUMNS = "id, created, size, payload_size, sha256, content_type, meta, attempt
 
 @dataclass(frozen=True)
 class Entry:
+    """One clip waiting in the outbox: its spool file and what will leave the device."""
+
     id: str
     created: float
     """Wall-clock time the clip entered the outbox (UTC epoch seconds)."""

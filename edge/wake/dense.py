@@ -40,6 +40,8 @@ class _Unknown(Exception):
 
 @dataclass
 class _Dense:
+    """One dense layer: weights, bias, the layer norm and ReLU after it."""
+
     w: np.ndarray
     """(inputs, outputs), contiguous."""
     b: np.ndarray
@@ -50,6 +52,8 @@ class _Dense:
 
 @dataclass
 class _Mlp:
+    """Dense layers run one after another."""
+
     layers: list[_Dense]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -53,6 +53,8 @@ class ModelPolicy:
 
 @dataclass(frozen=True)
 class Detection:
+    """A wake word the policy accepted: which model, how high and at which frame."""
+
     model: str
     score: float
     """Peak score over the consecutive frames up to the trigger (the run may go higher

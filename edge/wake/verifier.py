@@ -47,6 +47,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Verdict:
+    """A second opinion on a detection: confirmed, rejected as likely false, or none."""
+
     accept: bool | None
     """True: confirmed; False: rejected (likely false); None: no opinion."""
     score: float | None = None
