@@ -93,3 +93,41 @@ def test_a_file_rewritten_at_once_in_place_is_hashed_again(tmp_path: Path) -> No
         with f.open("r+b" if f.exists() else "wb") as out:
             out.write(content)
         assert sha256_file(f) == hashlib.sha256(content).hexdigest()
+
+
+def test_prehashed_files_give_the_same_digests_to_callers_during_and_after(
+        tmp_path: Path) -> None:
+    import hashlib
+    import os
+    import time
+
+    from edge.wake.manifest import SETTLED_S, prehash, sha256_file
+
+    files = []
+    for i in range(3):
+        f = tmp_path / f"m{i}.onnx"
+        f.write_bytes(os.urandom(3 << 20))
+        files.append(f)
+    time.sleep(SETTLED_S + 0.1)  # settled: remembered once hashed
+    want = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    thread = prehash([*files, tmp_path / "missing.onnx"])  # a missing file is skipped
+    during = [sha256_file(f) for f in files]  # while the thread hashes: each waits or reads
+    thread.join(10)
+    assert not thread.is_alive()
+    assert during == want
+    assert [sha256_file(f) for f in files] == want
+    f = files[0]
+    f.write_bytes(b"changed")  # rewritten: another key, hashed afresh
+    prehash([f]).join(10)
+    assert sha256_file(f) == hashlib.sha256(b"changed").hexdigest()
+
+
+def test_store_prehash_takes_any_name(store: ModelStore, tmp_path: Path) -> None:
+    from edge.wake.manifest import sha256_file
+
+    thread = store.prehash(("hey_jarvis", "okay_nabu", "no_such_model", "micro:nope",
+                            str(tmp_path / "mine.onnx")))
+    thread.join(10)
+    assert not thread.is_alive()
+    entry = store.manifest.entry("melspectrogram")
+    assert sha256_file(store.directory / entry.file) == entry.sha256

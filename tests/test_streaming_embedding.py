@@ -10,7 +10,7 @@ import pytest
 from edge.audio import synth
 from edge.audio.frames import FRAME_SAMPLES
 from edge.errors import ModelError
-from edge.wake.embedding import StreamingEmbedding
+from edge.wake.embedding import StreamingEmbedding, parse_layers
 from edge.wake.engine import EMB_STEP, EMB_WINDOW, Classifier, FeatureModels, StreamingEngine
 from edge.wake.models import ModelStore
 from edge.wake.onnx_reader import read_onnx
@@ -136,6 +136,29 @@ def test_wrong_model_falls_back_to_onnxruntime(store: ModelStore, features: Feat
                           store.path("melspectrogram"))
     engine = StreamingEngine(wrong, [Classifier.load("hey_jarvis", store.path("hey_jarvis"))])
     assert not engine.streaming
+
+
+class DriftingStream(StreamingEmbedding):
+    """A stream that primes right and then drifts: what the engine's warm-up check is for."""
+
+    def step(self, rows: np.ndarray) -> np.ndarray:
+        return super().step(rows) + np.float32(0.01)
+
+
+class DriftingFeatures(FeatureModels):
+    def streaming_embedding(self) -> StreamingEmbedding:
+        return DriftingStream(parse_layers(self.emb_path))
+
+
+@pytest.mark.parametrize("runtime", ["auto", "onnxruntime"])
+def test_warmup_check_refuses_a_drifting_stream(store: ModelStore, runtime: str) -> None:
+    good = FeatureModels.load(store.path("melspectrogram"), store.path("embedding"),
+                              runtime=runtime)
+    classifier = [Classifier.load("hey_jarvis", store.path("hey_jarvis"))]
+    assert StreamingEngine(good, classifier).streaming
+    drifting = DriftingFeatures(good.mel, good.emb, good.mel_input, good.emb_input,
+                                store.path("embedding"))
+    assert not StreamingEngine(drifting, classifier).streaming
 
 
 def test_reader_matches_the_graph(store: ModelStore) -> None:

@@ -52,6 +52,10 @@ def main(args: argparse.Namespace) -> int:
     from edge.hardware.profiles import apply_audio
 
     cfg = apply_audio(cfg)  # the profile's capture device, channel and rate
+    from edge.wake.models import model_store
+
+    # the model files hashed on another core while this one imports the daemon's modules
+    model_store(cfg.wake).prehash(cfg.wake.models)
     logging.getLogger().setLevel(level_in_force(cfg.log_level).upper())  # -v/-q win
     configure(cfg.log_level, cfg.log_levels)
     demo = args.demo_if_no_device or cfg.audio.demo_when_no_device

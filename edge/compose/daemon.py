@@ -56,7 +56,7 @@ from edge.wake.detector import Detector, model_store
 from edge.wake.engine import WakeEngine
 from edge.wake.models import ModelStore
 from edge.wake.policy import ScoreRun
-from edge.wake.vad import SileroVad
+from edge.wake.vad import DeferredVad, SileroVad
 from edge.wake.verifier import Verifier
 
 if TYPE_CHECKING:
@@ -128,9 +128,12 @@ def build_recorder(cfg: Config, detector: Detector, bus: EventBus,
                    store: ModelStore | None = None, cancel_window_s: float = 0.0,
                    listeners: Sequence[StateListener] = (),
                    taps: Sequence[RecordingTap] = ()) -> Recorder:
-    """The recorder for ``cfg`` (``edge run``, ``edge replay`` and the benchmarks)."""
+    """The recorder for ``cfg`` (``edge run``, ``edge replay`` and the benchmarks). Its VAD
+    is a :class:`~edge.wake.vad.DeferredVad`: verified now, loaded on first use unless
+    someone calls ``recorder.vad.load()`` first (the daemon: after its first frame)."""
     store = store or model_store(cfg.wake)
-    vad = SileroVad.load(store.path("silero_vad"), cfg.wake.runtime)
+    path, runtime = store.path("silero_vad"), cfg.wake.runtime  # verified now
+    vad = DeferredVad(lambda: SileroVad.load(path, runtime))
     return Recorder(detector.engine, detector.policy, vad, cfg.record, cfg.audio.pre_roll_s, bus,
                     clip_out, clock or SystemClock(), cancel_window_s=cancel_window_s,
                     keep_false_audio=cfg.activations.enabled
@@ -247,7 +250,10 @@ def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem
     if systemd is not None:
         built.append(systemd)
 
-    on_frame: list[Hook] = [hardware.on_frame, clockwatch.on_frame, FirstFrame().on_frame]
+    vad = recorder.vad
+    load_vad = vad.load if isinstance(vad, DeferredVad) else None
+    on_frame: list[Hook] = [hardware.on_frame, clockwatch.on_frame,
+                            FirstFrame(then=load_vad).on_frame]
     if activations is not None and cfg.activations.checkpoint_s:
         on_frame.append(activations.on_frame)
     if systemd is not None and systemd.watchdog is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from edge.service.logs import fields
 
@@ -40,10 +41,12 @@ def process_age_s(stat_path: str = "/proc/self/stat") -> float | None:
 
 
 class FirstFrame:
-    """The audio loop's frame hook: logs the start-up time once, at the first frame."""
+    """The audio loop's frame hook: logs the start-up time once, at the first frame, then
+    runs ``then`` (what start-up left until the device hears: loading the VAD)."""
 
-    def __init__(self) -> None:
+    def __init__(self, then: Callable[[], object] | None = None) -> None:
         self.done = False
+        self._then = then
 
     def on_frame(self) -> None:
         if self.done:
@@ -55,3 +58,5 @@ class FirstFrame:
         else:
             log.info("first frame scored %.2f s after the process started", age,
                      extra=fields(event="first_frame", startup_s=round(age, 3)))
+        if self._then is not None:
+            self._then()

@@ -14,15 +14,11 @@ from pathlib import Path
 
 from edge.config import WakeConfig
 from edge.wake.engine import Classifier, FeatureModels, Features, StreamingEngine, WakeEngine
-from edge.wake.models import ModelStore, is_micro
+from edge.wake.models import ModelStore, is_micro, model_store
 from edge.wake.policy import DetectionPolicy, ModelPolicy, ScoreRun
 from edge.wake.upstream import UpstreamEngine
 
 log = logging.getLogger(__name__)
-
-
-def model_store(wake: WakeConfig) -> ModelStore:
-    return ModelStore.default(Path(wake.models_dir).expanduser() if wake.models_dir else None)
 
 
 @dataclass

@@ -105,6 +105,8 @@ _ARCH: tuple[_ConvSpec | _PoolSpec, ...] = (
 
 @dataclass
 class _Conv:
+    """One convolution of the embedding model, its weights laid out for one matrix product."""
+
     kt: int
     kf: int
     w: np.ndarray
@@ -115,6 +117,8 @@ class _Conv:
 
 @dataclass
 class _Pool:
+    """One max pooling of the embedding model (time and frequency, or frequency only)."""
+
     kt: int
     kf: int
 
@@ -197,6 +201,8 @@ def parse_layers(path: Path) -> list[Layer]:
 
 @dataclass
 class _ConvOp:
+    """A convolution in a step plan: its preallocated buffers and weights."""
+
     taps: list[np.ndarray]
     """Shifted views of the input buffer, one per kernel tap."""
     col: np.ndarray
@@ -215,6 +221,8 @@ class _ConvOp:
 
 @dataclass
 class _PoolOp:
+    """A max pooling in a step plan: its source and target buffers."""
+
     kt: int
     src: np.ndarray
     tmp: np.ndarray
@@ -442,6 +450,10 @@ _BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_th
                  "openblas_set_num_threads64_", "openblas_set_num_threads")
 
 
+_blas_limit: list[int] = []
+"""The limit this process has applied (each model load asks; /proc is read once)."""
+
+
 def limit_blas_threads(threads: int = 1) -> bool:
     """Best effort: cap the threads of the OpenBLAS numpy has loaded, process-wide.
 
@@ -452,6 +464,8 @@ def limit_blas_threads(threads: int = 1) -> bool:
     """
     if os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS"):
         return False
+    if _blas_limit == [threads]:
+        return True
     try:
         with open("/proc/self/maps") as f:
             libs = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
@@ -471,4 +485,6 @@ def limit_blas_threads(threads: int = 1) -> bool:
                 setter(threads)
                 done = True
                 break
+    if done:
+        _blas_limit[:] = [threads]
     return done

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,18 +40,25 @@ from edge.wake.manifest import (
     default_models_dir,
     is_micro,
     manifest_path,
+    prehash,
     read_micro_json,
     sha256_file,
 )
 
 __all__ = ["FETCH_HINT", "MICRO", "Manifest", "MicroSpec", "ModelEntry", "ModelStatus",
            "ModelStore", "WheelSource", "default_models_dir", "is_micro", "manifest_path",
-           "read_micro_json", "sha256_file"]
+           "model_store", "read_micro_json", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
+LOADED_WITH_ANY = ("melspectrogram", "embedding", "silero_vad")
+"""The models every openWakeWord engine and every recording load, whatever the wake words."""
+
 @dataclass(frozen=True)
 class ModelStatus:
+    """One manifest model as installed: its entry, its path and whether the file is there and
+    intact."""
+
     entry: ModelEntry
     path: Path
     state: str
@@ -79,6 +87,23 @@ class ModelStore:
             if p.stat().st_size != size or sha256_file(p) != sha:
                 state = "corrupt"
         return ModelStatus(entry, self.directory / entry.file, state)
+
+    def prehash(self, names: tuple[str, ...] | list[str]) -> threading.Thread:
+        """Start hashing the files of these models, and of :data:`LOADED_WITH_ANY`, on a
+        thread of their own (:func:`~edge.wake.manifest.prehash`): the checks that follow
+        find them hashed. A name this store does not know is left for them to refuse."""
+        paths = []
+        for name in (*names, *LOADED_WITH_ANY):
+            if name.endswith(".onnx"):  # the user's own classifier: hashed for its reference
+                paths.append(Path(name).expanduser())
+                continue
+            try:
+                full = self.full_name(name)
+            except ModelError:
+                continue
+            if full in self.manifest.names():
+                paths += [self.directory / f for f, _, _ in self.manifest.entry(full).files()]
+        return prehash(paths)
 
     def path(self, name: str) -> Path:
         """The verified path of a manifest model; a clear error if missing or corrupt."""
@@ -179,3 +204,8 @@ class ModelStore:
         from edge.wake.fetch import fetch
 
         return fetch(self.manifest, self.directory, source)
+
+
+def model_store(wake: WakeConfig) -> ModelStore:
+    """The store ``[wake]`` names (``models_dir``), else the default one."""
+    return ModelStore.default(Path(wake.models_dir).expanduser() if wake.models_dir else None)

@@ -45,14 +45,22 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int, _Value]]:
     """(field number, wire type, value) of one message; length-delimited values as views."""
     pos, end = 0, len(buf)
     while pos < end:
-        key, pos = _varint(buf, pos)
+        key = buf[pos]  # one byte, as almost every key and length here: no call
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(buf, pos)
         field, wire = key >> 3, key & 7
         if wire == 0:
             value, pos = _varint(buf, pos)
             yield field, wire, value
             continue
         if wire == 2:
-            n, pos = _varint(buf, pos)
+            n = buf[pos]
+            if n < 0x80:
+                pos += 1
+            else:
+                n, pos = _varint(buf, pos)
         elif wire in (1, 5):
             n = 8 if wire == 1 else 4
         else:
@@ -95,7 +103,7 @@ _DTYPES = {1: "<f4", 6: "<i4", 7: "<i8", 9: "?", 11: "<f8"}
 def _tensor(buf: memoryview) -> tuple[str, np.ndarray | None]:
     """TensorProto -> (name, array); float32/64, int32/64 and bool tensors only, else None."""
     name, dims, dtype = "", [], 0
-    raw: bytes | None = None
+    raw: memoryview | None = None
     floats = b""
     int64s: list[int] = []
     int32s: list[int] = []
@@ -113,7 +121,7 @@ def _tensor(buf: memoryview) -> tuple[str, np.ndarray | None]:
         elif field == 8:
             name = _str(value)
         elif field == 9:
-            raw = bytes(_view(value))
+            raw = _view(value)  # copied once, below
         elif field == 14 and value == 1:
             raise ValueError(f"tensor {name or '?'} keeps its data in an external file")
     if dtype not in _DTYPES:

@@ -12,6 +12,7 @@ is paid per activation, not per hour. See README, "Choosing the VAD".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +29,36 @@ class Vad(Protocol):
     def speech_probability(self, frame: np.ndarray) -> float: ...
 
     def reset(self) -> None: ...
+
+
+class DeferredVad:
+    """A VAD loaded when :meth:`load` is called, or else when it is first asked.
+
+    The daemon scores its first frame before the VAD is loaded (about 7 ms of its start-up)
+    and loads it at once after, on the audio thread: a recording, the only user of the VAD,
+    cannot start before the engine's warm-up frames have passed. The file was verified
+    (manifest sha256) before; what is deferred is reading the graph and its check.
+    """
+
+    def __init__(self, loader: Callable[[], Vad]) -> None:
+        self._loader = loader
+        self._vad: Vad | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._vad is not None
+
+    def load(self) -> Vad:
+        if self._vad is None:
+            self._vad = self._loader()
+        return self._vad
+
+    def speech_probability(self, frame: np.ndarray) -> float:
+        return self.load().speech_probability(frame)
+
+    def reset(self) -> None:
+        if self._vad is not None:  # one loaded later starts reset
+            self._vad.reset()
 
 
 class SileroVad:
