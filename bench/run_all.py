@@ -47,7 +47,10 @@ def summary() -> list[str]:
             out.append(f"  Dask LocalCluster / local wall: {dask['wall_s'] / local['wall_s']:.2f}")
     d = _load("daemon_memory")
     if d is not None:
-        out.append("daemon (peak RSS MB, start to first scored frame s, CPU per audio s):")
+        pace = d.get("reference_numpy_import_s")
+        out.append("daemon (peak RSS MB, start to first scored frame s, CPU per audio s)"
+                   + (f"; the machine's pace, python -c 'import numpy': {pace:.3f} s:"
+                      if pace is not None else ":"))
         for name, r in d["rows"].items():
             out.append(f"  {name:<32} {r['peak_rss_mb']:>7.1f} {r['startup_s']:>7.3f} "
                        f"{r['cpu_x_realtime']:>8.5f}")
