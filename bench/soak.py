@@ -273,6 +273,7 @@ def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
         SecurityConfig,
         UploadConfig,
     )
+    from edge.service.startup import freeze_start_up_heap, pause_collector
     from tests.fixtures.mqtt import Broker, free_port, write_conf
 
     work = Path(workdir or tempfile.mkdtemp(prefix="edge-soak-"))
@@ -298,10 +299,12 @@ def run_soak(hours: float, out: Path | None, *, restart_every_s: float = 1800.0,
     loop = one_minute()
     source = LoopSource(loop, frames)
     factory = MockFactory()
+    pause_collector()  # as `edge run` starts: built with the collector paused, then frozen
     device = build_device(cfg, source, Seams(clock=AudioClock(source), pin_factory=factory,
                                              upload_drain_s=30.0,
                                              systemd=lambda _models: None))
     daemon, upload = device.daemon, device.upload
+    freeze_start_up_heap()
     factory.pin(MUTE_PIN).drive_low()  # the switch closed to ground (over the pull-up): listen
     t0 = time.monotonic()
     warm = warmup_s if warmup_s is not None else min(1800.0, hours * 3600 * 0.2)

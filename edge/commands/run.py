@@ -41,12 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     import gc
 
-    # Start-up builds what lives as long as the daemon (modules, models, subsystems): the
-    # cyclic collector's passes over that growing heap cost 6-8 ms of the 0.15 s to the
-    # first scored frame and find almost nothing. Paused until the loop starts; then the
-    # start-up heap is frozen (never scanned again; its few hundred garbage objects, about
-    # 0.1 MB, are kept) and the collector runs as usual on what comes after.
-    gc.disable()
+    from edge.service.startup import pause_collector
+
+    pause_collector()  # until the loop runs (edge.service.startup): 6-8 ms of start-up
     try:
         return _run(args)
     finally:
@@ -54,8 +51,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import gc
-
     from edge.compose.config import load_checked_config
     from edge.config import replace
     from edge.service.logs import configure, level_in_force
@@ -99,8 +94,9 @@ def _run(args: argparse.Namespace) -> int:
 
     log.info("listening for %s (state in %s)", ", ".join(daemon.detector.names),
              cfg.state_path, extra=fields(event="start", source=source.name))
-    gc.freeze()
-    gc.enable()
+    from edge.service.startup import freeze_start_up_heap
+
+    freeze_start_up_heap()
     daemon.run()
     rec = daemon.recorder.stats
     log.info("stopped: %d detections, %d clips kept, %d discarded", rec.detections, rec.clips,
