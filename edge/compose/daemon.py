@@ -54,7 +54,7 @@ from edge.upload.plugin import UploadPlugin
 from edge.upload.uploader import Sender
 from edge.wake.detector import Detector, model_store
 from edge.wake.engine import WakeEngine
-from edge.wake.models import ModelStore
+from edge.wake.models import VAD_MODEL, ModelStore
 from edge.wake.policy import ScoreRun
 from edge.wake.vad import DeferredVad, SileroVad
 from edge.wake.verifier import Verifier
@@ -132,7 +132,7 @@ def build_recorder(cfg: Config, detector: Detector, bus: EventBus,
     is a :class:`~edge.wake.vad.DeferredVad`: verified now, loaded on first use unless
     someone calls ``recorder.vad.load()`` first (the daemon: after its first frame)."""
     store = store or model_store(cfg.wake)
-    path, runtime = store.path("silero_vad"), cfg.wake.runtime  # verified now
+    path, runtime = store.path(VAD_MODEL), cfg.wake.runtime  # verified now
     vad = DeferredVad(lambda: SileroVad.load(path, runtime))
     return Recorder(detector.engine, detector.policy, vad, cfg.record, cfg.audio.pre_roll_s, bus,
                     clip_out, clock or SystemClock(), cancel_window_s=cancel_window_s,

@@ -33,14 +33,12 @@ from edge.errors import AudioDeviceError, ConfigError, EdgeError, HardwareError
 from edge.privacy.secrets import need_file, read_secret, reason
 from edge.service.network import check_network_allowed
 from edge.wake.detector import Detector, build_detector, model_store
-from edge.wake.models import ModelStore
+from edge.wake.models import VAD_MODEL, ModelStore
 from edge.wake.policy import ScoreRun
 
 if TYPE_CHECKING:
     from edge.audio.sources import AudioSource
 
-VAD_MODEL = "silero_vad"
-"""The voice-activity model every recording ends by."""
 
 
 @dataclass

@@ -268,11 +268,12 @@ class Doctor:
             return
         from edge.audio.frames import FRAME_S
         from edge.wake.detector import build_detector, model_store
+        from edge.wake.models import VAD_MODEL
         from edge.wake.vad import SileroVad
 
         store = model_store(self.cfg.wake)
         detector = build_detector(self.cfg.wake, store)
-        vad = SileroVad.load(store.path("silero_vad"), self.cfg.wake.runtime)
+        vad = SileroVad.load(store.path(VAD_MODEL), self.cfg.wake.runtime)
         frames = busy_audio(self.cpu_s)
         cpu0, t0 = time.process_time(), self.perf()
         for frame in frames:

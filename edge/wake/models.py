@@ -47,12 +47,15 @@ from edge.wake.manifest import (
 
 __all__ = ["FETCH_HINT", "MICRO", "Manifest", "MicroSpec", "ModelEntry", "ModelStatus",
            "ModelStore", "WheelSource", "default_models_dir", "is_micro", "manifest_path",
-           "model_store", "read_micro_json", "sha256_file"]
+           "model_store", "read_micro_json", "sha256_file", "VAD_MODEL"]
 
 log = logging.getLogger(__name__)
 
-LOADED_WITH_ANY = ("melspectrogram", "embedding", "silero_vad")
+VAD_MODEL = "silero_vad"
+"""The voice-activity model every recording ends by."""
+LOADED_WITH_ANY = ("melspectrogram", "embedding", VAD_MODEL)
 """The models every openWakeWord engine and every recording load, whatever the wake words."""
+
 
 @dataclass(frozen=True)
 class ModelStatus:
