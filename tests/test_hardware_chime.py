@@ -163,3 +163,35 @@ def test_end_chime_heard_by_the_mic_does_not_trigger_again(tmp_path, factory, st
     factory.reset()
     control = run_with_speaker(tmp_path / "b", factory, stream, echo, ends, False, margin)
     assert len(control.of(DetectionEvent)) == 2  # without the gate it would wake again
+
+
+def test_a_portaudio_that_cannot_start_is_refused_naming_the_chime_setting(tmp_path):
+    """`edge config check` and the daemon open the chimes' output with one function: when
+    PortAudio itself cannot start (here a broken ALSA configuration), both refuse with the
+    setting to change, as a hardware fault (the daemon then starts muted)."""
+    broken = tmp_path / "asoundrc"
+    broken.write_text("garbage {{{\n")
+    script = textwrap.dedent("""\
+        from edge.compose.preflight import check_output
+        from edge.config import Config, HardwareConfig
+        from edge.errors import HardwareError
+        from edge.hardware.chime import open_pyaudio_output
+        said = []
+        for attempt in (lambda: check_output(Config(hardware=HardwareConfig(chime=True))),
+                        lambda: open_pyaudio_output("", 0.5)):
+            try:
+                attempt()
+            except HardwareError as exc:
+                said.append(str(exc))
+        print(len(said), said[0] == said[-1])
+        print(said[0])
+    """)
+    env = {**os.environ, "ALSA_CONFIG_PATH": str(broken), "JACK_NO_START_SERVER": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    counts, message = done.stdout.splitlines()[:2]
+    assert counts == "2 True"
+    assert message.startswith("hardware.chime_backend = 'pyaudio': the audio output cannot be "
+                              "opened (PortAudio could not start")
+    assert "hardware.chime = false" in message

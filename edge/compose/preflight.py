@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from edge.compose.config import check_config
 from edge.config import Config
-from edge.errors import AudioDeviceError, ConfigError, EdgeError, HardwareError
+from edge.errors import AudioDeviceError, ConfigError
 from edge.privacy.secrets import need_file, read_secret, reason
 from edge.service.network import check_network_allowed
 from edge.wake.detector import Detector, build_detector, model_store
@@ -124,19 +124,12 @@ def open_input(cfg: Config) -> AudioSource:
 
 def check_output(cfg: Config) -> None:
     """The chimes' output device, when chimes play through one: it must be found."""
-    from edge.hardware.chime import PyAudioOutput
+    from edge.hardware.chime import open_pyaudio_output
     from edge.hardware.profiles import resolve
 
     spec = resolve(cfg.hardware)
     if spec.chime and spec.chime_backend == "pyaudio":
-        try:
-            PyAudioOutput(spec.chime_device, spec.chime_volume).close()
-        except EdgeError:
-            raise
-        except Exception as exc:  # PortAudio's own failures (no ALSA, no devices)
-            raise HardwareError(f"hardware.chime_backend = 'pyaudio': the audio output cannot "
-                                f"be opened ({exc}); use hardware.chime_backend = 'buzzer', or "
-                                "hardware.chime = false") from None
+        open_pyaudio_output(spec.chime_device, spec.chime_volume).close()
 
 
 def check_devices(cfg: Config) -> list[str]:

@@ -71,6 +71,20 @@ class ChimeOutput(Protocol):
     def close(self) -> None: ...
 
 
+def open_pyaudio_output(device: str, volume: float) -> PyAudioOutput:
+    """The chimes' PyAudio output, or a :class:`HardwareError` naming the setting whatever
+    failed (the daemon meets it as a hardware fault and starts muted; ``edge config check``
+    refuses with it)."""
+    try:
+        return PyAudioOutput(device, volume)
+    except HardwareError:
+        raise
+    except Exception as exc:  # PortAudio's own failures (no ALSA, no devices, no start)
+        raise HardwareError(f"hardware.chime_backend = 'pyaudio': the audio output cannot be "
+                            f"opened ({exc}); use hardware.chime_backend = 'buzzer', or "
+                            "hardware.chime = false") from None
+
+
 class PyAudioOutput:
     """Chimes on an output device through PyAudio (imported only when chimes are on)."""
 

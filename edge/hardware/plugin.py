@@ -33,9 +33,15 @@ from edge.audio.frames import FRAME_S
 from edge.audio.sources import AudioSource
 from edge.clock import Clock
 from edge.config import Config
-from edge.errors import EdgeError, HardwareError
+from edge.errors import EdgeError
 from edge.hardware.button import CancelButton
-from edge.hardware.chime import BuzzerOutput, ChimeOutput, ChimePlayer, PyAudioOutput, chime_seconds
+from edge.hardware.chime import (
+    BuzzerOutput,
+    ChimeOutput,
+    ChimePlayer,
+    chime_seconds,
+    open_pyaudio_output,
+)
 from edge.hardware.indicators import Indicator, Look, NoIndicator, build_indicator
 from edge.hardware.mute import FrameGuard, MuteController, MuteSwitch
 from edge.hardware.pins import hardware_error, make_factory, pin_label
@@ -145,14 +151,7 @@ def _chime_output(spec: HardwareSpec, factory: Factory | None) -> ChimeOutput:
             return BuzzerOutput.on_pin(spec.chime_pin, factory)
         except Exception as exc:
             raise hardware_error(spec.chime_pin.key, spec.chime_pin.text, exc) from None
-    try:
-        return PyAudioOutput(spec.chime_device, spec.chime_volume)
-    except HardwareError:
-        raise
-    except Exception as exc:  # PortAudio's own failures (no ALSA, no devices)
-        raise HardwareError(f"hardware.chime_backend = 'pyaudio': the audio output cannot be "
-                            f"opened ({exc}); use hardware.chime_backend = 'buzzer', or "
-                            "hardware.chime = false") from None
+    return open_pyaudio_output(spec.chime_device, spec.chime_volume)
 
 
 class HardwarePlugin:
