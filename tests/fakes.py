@@ -44,13 +44,14 @@ class LevelVad:
     def __init__(self, level: int = 100) -> None:
         self.level = level
         self.calls = 0
+        self.resets = 0
 
     def speech_probability(self, frame: np.ndarray) -> float:
         self.calls += 1
         return 1.0 if int(np.abs(frame).max()) > self.level else 0.0
 
     def reset(self) -> None:
-        pass
+        self.resets += 1
 
 
 class Collector:

@@ -10,36 +10,24 @@ from edge.audio import synth
 from edge.audio.sources import ArraySource
 from edge.wake.vad import DeferredVad, SileroVad, Vad
 from tests.device import build
+from tests.fakes import LevelVad
 from tests.fixtures.wake import wake_stream
 from tests.upload_helpers import upload_cfg
 
 
-class CountingVad:
-    def __init__(self) -> None:
-        self.calls = 0
-        self.resets = 0
-
-    def speech_probability(self, frame: np.ndarray) -> float:
-        self.calls += 1
-        return 0.9
-
-    def reset(self) -> None:
-        self.resets += 1
-
-
 def test_a_deferred_vad_loads_once_when_first_asked() -> None:
-    made: list[CountingVad] = []
+    made: list[LevelVad] = []
 
     def loader() -> Vad:
-        made.append(CountingVad())
+        made.append(LevelVad())
         return made[-1]
 
     vad = DeferredVad(loader)
     vad.reset()  # nothing loaded yet: nothing to reset, nothing loaded for it
     assert made == [] and not vad.loaded
-    frame = np.zeros(1280, dtype=np.int16)
-    assert vad.speech_probability(frame) == 0.9
-    assert vad.speech_probability(frame) == 0.9
+    frame = np.full(1280, 1000, dtype=np.int16)  # louder than LevelVad's level: speech
+    assert vad.speech_probability(frame) == 1.0
+    assert vad.speech_probability(frame) == 1.0
     vad.reset()
     assert len(made) == 1 and vad.loaded
     assert made[0].calls == 2 and made[0].resets == 1

@@ -66,8 +66,9 @@ def _run(args: argparse.Namespace) -> int:
     cfg = apply_audio(cfg)  # the profile's capture device, channel and rate
     from edge.wake.models import model_store
 
+    store = model_store(cfg.wake)  # the daemon's store (Seams.store): one manifest read
     # the model files hashed on another core while this one imports the daemon's modules
-    model_store(cfg.wake).prehash(cfg.wake.models)
+    store.prehash(cfg.wake.models)
     logging.getLogger().setLevel(level_in_force(cfg.log_level).upper())  # -v/-q win
     configure(cfg.log_level, cfg.log_levels)
     demo = args.demo_if_no_device or cfg.audio.demo_when_no_device
@@ -87,9 +88,9 @@ def _run(args: argparse.Namespace) -> int:
 
         source = PacedSource(source)
 
-    from edge.compose.daemon import build_device
+    from edge.compose.daemon import Seams, build_device
 
-    daemon = build_device(cfg, source).daemon
+    daemon = build_device(cfg, source, Seams(store=store)).daemon
     from edge.service.logs import fields
 
     log.info("listening for %s (state in %s)", ", ".join(daemon.detector.names),

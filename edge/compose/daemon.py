@@ -56,7 +56,7 @@ from edge.wake.detector import Detector, model_store
 from edge.wake.engine import WakeEngine
 from edge.wake.models import VAD_MODEL, ModelStore
 from edge.wake.policy import ScoreRun
-from edge.wake.vad import DeferredVad, SileroVad
+from edge.wake.vad import DeferredVad, SileroVad, Vad
 from edge.wake.verifier import Verifier
 
 if TYPE_CHECKING:
@@ -105,6 +105,9 @@ class Seams:
     button's window (``hardware.cancel_window_s``, 0 without a button)."""
     speaker: Speaker | None = None
     """Where the voice assistant's answers play; None: the ``audio.output`` device."""
+    store: ModelStore | None = None
+    """The model store ``[wake]`` names, when the caller has made it (``edge run``, to hash
+    the model files early); None: made here."""
 
 
 @dataclass
@@ -123,17 +126,22 @@ class Device:
     """The voice assistant hand-off (``[assist] mode``); None when off: no socket is open."""
 
 
+def deferred_vad(cfg: Config, store: ModelStore) -> DeferredVad:
+    """The VAD ``[wake]`` runs it on, its file verified now, loaded on first use or when
+    ``load()`` is called (the daemon: right after its first frame)."""
+    path, runtime = store.path(VAD_MODEL), cfg.wake.runtime
+    return DeferredVad(lambda: SileroVad.load(path, runtime))
+
+
 def build_recorder(cfg: Config, detector: Detector, bus: EventBus,
                    clip_out: Callable[[Clip], None], clock: Clock | None = None,
                    store: ModelStore | None = None, cancel_window_s: float = 0.0,
                    listeners: Sequence[StateListener] = (),
-                   taps: Sequence[RecordingTap] = ()) -> Recorder:
-    """The recorder for ``cfg`` (``edge run``, ``edge replay`` and the benchmarks). Its VAD
-    is a :class:`~edge.wake.vad.DeferredVad`: verified now, loaded on first use unless
-    someone calls ``recorder.vad.load()`` first (the daemon: after its first frame)."""
+                   taps: Sequence[RecordingTap] = (), vad: Vad | None = None) -> Recorder:
+    """The recorder for ``cfg`` (``edge run``, ``edge replay`` and the benchmarks); its VAD
+    ``vad``, else :func:`deferred_vad`'s (loaded on first use)."""
     store = store or model_store(cfg.wake)
-    path, runtime = store.path(VAD_MODEL), cfg.wake.runtime  # verified now
-    vad = DeferredVad(lambda: SileroVad.load(path, runtime))
+    vad = vad or deferred_vad(cfg, store)
     return Recorder(detector.engine, detector.policy, vad, cfg.record, cfg.audio.pre_roll_s, bus,
                     clip_out, clock or SystemClock(), cancel_window_s=cancel_window_s,
                     keep_false_audio=cfg.activations.enabled
@@ -183,7 +191,7 @@ def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem
         bus.publish(RunEnded(run))
 
     # every check ``edge config check`` makes, whoever made ``cfg``; nothing is built before it
-    checked = preflight(cfg, on_run_end=run_ended)
+    checked = preflight(cfg, on_run_end=run_ended, store=seams.store)
     clock = seams.clock or SystemClock()
     bus = EventBus()
     commands = Commands()
@@ -228,11 +236,12 @@ def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem
                                     on_run_end=run_ended, lights=hardware,
                                     bell=hardware)
         built.append(assist)
+    vad = deferred_vad(cfg, store)
     recorder = build_recorder(cfg, detector, bus, dispatcher.submit, clock, store,
                               cancel_window_s=hardware.cancel_window_s
                               if seams.cancel_window_s is None else seams.cancel_window_s,
                               listeners=[hardware],
-                              taps=[assist.tap] if assist is not None else [])
+                              taps=[assist.tap] if assist is not None else [], vad=vad)
 
     clockwatch = ClockWatch(clock)
     built.append(clockwatch)
@@ -250,10 +259,8 @@ def _build(cfg: Config, source: AudioSource, seams: Seams, built: list[Subsystem
     if systemd is not None:
         built.append(systemd)
 
-    vad = recorder.vad
-    load_vad = vad.load if isinstance(vad, DeferredVad) else None
     on_frame: list[Hook] = [hardware.on_frame, clockwatch.on_frame,
-                            FirstFrame(then=load_vad).on_frame]
+                            FirstFrame(then=vad.load).on_frame]
     if activations is not None and cfg.activations.checkpoint_s:
         on_frame.append(activations.on_frame)
     if systemd is not None and systemd.watchdog is not None:

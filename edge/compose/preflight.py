@@ -51,14 +51,16 @@ class Checked:
     """The wake models, loaded: names resolved, shapes read."""
 
 
-def preflight(cfg: Config, on_run_end: Callable[[ScoreRun], None] | None = None) -> Checked:
+def preflight(cfg: Config, on_run_end: Callable[[ScoreRun], None] | None = None,
+              store: ModelStore | None = None) -> Checked:
     """Raise the first refusal ``edge run`` would meet before capture, as one line naming
     the key at fault and the fix; else the detector and model store the daemon is built from
-    (its policy telling ``on_run_end`` of each run over a threshold).
+    (its policy telling ``on_run_end`` of each run over a threshold). ``store``: the one
+    ``[wake]`` names, when the caller has it already.
     """
     check_config(cfg)
     check_network_allowed(cfg)  # under install.sh's IP deny, a config that needs the network
-    store = model_store(cfg.wake)
+    store = store or model_store(cfg.wake)
     # each name resolved by the store, each loaded
     detector = build_detector(cfg.wake, store, on_run_end=on_run_end)
     store.path(VAD_MODEL)  # installed, and the manifest's bytes

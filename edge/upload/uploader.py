@@ -69,7 +69,7 @@ class Uploader:
         self.failures = 0
         self.consecutive_failures = 0
         self.delays: Recent[float] = Recent()
-        """Every backoff chosen, in order (for tests and the audit)."""
+        """The backoffs chosen, in order, the last few hundred (for tests and the audit)."""
 
     # -- thread ---------------------------------------------------------------------------
 

@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-WARMUP_SAMPLES = 16000 * 4
-"""Upstream's warm-up: 4 s of noise at 16 kHz."""
+from edge.audio.frames import SAMPLE_RATE
+
+WARMUP_SAMPLES = SAMPLE_RATE * 4
+"""Upstream's warm-up: 4 s of noise."""
 WARMUP_LOW, WARMUP_HIGH = -1000, 1000
 _STORED = Path(__file__).with_name("warmup_noise_seed0.npy")
 """``np.random.RandomState(0).randint(-1000, 1000, 64000)`` as int16."""
